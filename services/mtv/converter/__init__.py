@@ -1,0 +1,1 @@
+"""Converter: target volumes, disk format conversion, KubeVirt VirtualMachine creation."""

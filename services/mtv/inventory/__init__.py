@@ -1,0 +1,1 @@
+"""Inventory service: providers, vSphere discovery, live updates, VM concerns, queries."""

@@ -1,0 +1,1 @@
+"""Transfer workers: a consumer group copying one disk per request, with progress and checkpoints."""
