@@ -15,9 +15,16 @@ def ensure_topics(
     wanted: Iterable[registry.Topic] = registry.ALL,
     replication: int = 1,
     timeout: float = 30.0,
+    quiet: bool = False,
 ) -> list[str]:
-    """Create missing topics; return the names created. Existing topics are left as they are."""
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    """Create missing topics; return the names created. Existing topics are left as they are.
+
+    `quiet` silences librdkafka's per-retry connection errors (a CLI reports one line instead).
+    """
+    config: dict[str, object] = {"bootstrap.servers": bootstrap}
+    if quiet:
+        config["log_level"] = 2
+    admin = AdminClient(config)
     wanted = list(wanted)
     existing = set(admin.list_topics(timeout=timeout).topics)
     new = [

@@ -41,7 +41,7 @@ class CommitPolicy:
 
 # Named presets. AFTER_EACH suits minutes-long work (a disk copy); BATCHED suits short handlers.
 COMMIT_AFTER_EACH = CommitPolicy(max_messages=1, max_seconds=0.0)
-COMMIT_BATCHED = CommitPolicy(max_messages=500, max_seconds=1.0)
+COMMIT_BATCHED = CommitPolicy(max_messages=10_000, max_seconds=1.0)
 
 
 @dataclass(frozen=True)
@@ -92,6 +92,7 @@ class EventConsumer:
         self._max_bytes = max_bytes
         self._uncommitted = 0
         self._last_commit = time.monotonic()
+        self._stop = threading.Event()
         self.assigned = threading.Event()
         self._consumer.subscribe(self._topics, on_assign=self._on_assign, on_revoke=self._on_revoke)
 
@@ -99,6 +100,7 @@ class EventConsumer:
 
     def run(self, stop: threading.Event, poll_timeout: float = 0.5) -> None:
         """Process messages until `stop` is set, then commit and close."""
+        self._stop = stop
         try:
             while not stop.is_set():
                 self.poll_once(poll_timeout)
@@ -112,20 +114,26 @@ class EventConsumer:
 
     # -- processing ------------------------------------------------------------------------
 
-    def poll_once(self, timeout: float = 0.5) -> bool:
-        """Process at most one message; True if one was handled."""
+    def poll_once(self, timeout: float = 0.5, max_messages: int = 500) -> int:
+        """Wait up to `timeout` for a message, then process what is already fetched (at most
+        `max_messages`); return how many were handled."""
+        handled = 0
+        # poll(), not consume(n): consume waits for a full batch or its timeout, ~20x slower here.
         msg = self._consumer.poll(timeout)
-        if msg is None:
-            self._maybe_commit()
-            return False
-        if msg.error() is not None:
-            self._on_error(msg.error())
-            return False
-        self._process(msg)
-        self._consumer.store_offsets(message=msg)
-        self._uncommitted += 1
+        while msg is not None and not self._stop.is_set():
+            # A stop leaves the rest unstored, so uncommitted: it is redelivered after restart.
+            if msg.error() is not None:
+                self._on_error(msg.error())
+            else:
+                self._process(msg)
+                self._consumer.store_offsets(message=msg)
+                self._uncommitted += 1
+                handled += 1
+                if self._commit.max_messages == 1:
+                    self._commit_now()
+            msg = self._consumer.poll(0) if handled < max_messages else None
         self._maybe_commit()
-        return True
+        return handled
 
     def _process(self, msg: Message) -> None:
         topic = msg.topic() or ""

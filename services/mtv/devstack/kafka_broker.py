@@ -170,11 +170,11 @@ def _check_jars(libs: Path) -> None:
 # --- ports ------------------------------------------------------------------------------------------------
 
 
-def ports_from_env() -> tuple[int, int]:
-    """(broker, controller) ports from MTV_KAFKA_PORT / MTV_KAFKA_CONTROLLER_PORT; 0 (the default) = pick."""
+def ports_from_env(defaults: tuple[int, int] = (0, 0)) -> tuple[int, int]:
+    """(broker, controller) ports from MTV_KAFKA_PORT / MTV_KAFKA_CONTROLLER_PORT, else `defaults`; 0 = pick."""
     ports = []
-    for var in (PORT_ENV, CONTROLLER_PORT_ENV):
-        raw = os.environ.get(var, "0").strip() or "0"
+    for var, default in zip((PORT_ENV, CONTROLLER_PORT_ENV), defaults, strict=True):
+        raw = os.environ.get(var, str(default)).strip() or "0"
         if not raw.isdigit() or int(raw) > 65535:
             raise StackError(f"{var}={raw!r} is not a TCP port; use 1-65535, or 0 to pick a free one")
         ports.append(int(raw))

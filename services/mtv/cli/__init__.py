@@ -1,0 +1,1 @@
+"""`mtvctl`: the command-line client. It only talks to Kafka and the services' APIs."""
