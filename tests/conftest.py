@@ -1,3 +1,3 @@
 """Shared fixtures. Servers are real (see tests/fixtures/); a server that cannot start fails the test."""
 
-from fixtures.kafka import kafka_bootstrap  # noqa: F401
+pytest_plugins = ["fixtures.kafka", "fixtures.vsphere"]

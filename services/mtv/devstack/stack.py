@@ -1,0 +1,170 @@
+"""`make up` / `make down`: the whole local stack as background processes under `.run/`.
+
+Order: Kafka (+ topics) → vSphere simulator → the four services. Each part is checked ready
+before the next starts; if one fails, what was started is stopped again and the error says
+what to do. `.run/env` is written last, so its presence means the stack is up.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from mtv.bus import admin
+from mtv.devstack import kafka_broker, vsphere_sim
+from mtv.devstack.paths import repo_root, run_dir
+from mtv.devstack.process import StackError, alive, log_tail, port_in_use, spawn, stop_named
+
+SERVICES = ("inventory", "planner", "transfer", "converter")
+DEFAULT_KAFKA_PORTS = (29092, 29093)
+DEFAULT_SIM_PORT = 18989
+DEFAULT_HTTP_PORTS = {"inventory": 18081, "planner": 18082, "transfer": 18083, "converter": 18084}
+# The demo inventory: 3 VMs per resource pool on one cluster of 2 hosts, 2 disks and 2 NICs each.
+SIM_DEFAULTS = {"dc": 1, "cluster": 1, "host": 2, "standalone_host": 0, "vm": 3, "ds": 1, "pg": 1,
+                "disks": 2, "nics": 2}
+
+
+@dataclass(frozen=True)
+class Layout:
+    root: Path
+
+    @property
+    def pids(self) -> Path:
+        return self.root / "pids"
+
+    @property
+    def logs(self) -> Path:
+        return self.root / "logs"
+
+    @property
+    def env_file(self) -> Path:
+        return self.root / "env"
+
+
+def _say(msg: str) -> None:
+    print(f"mtv-stack: {msg}", file=sys.stderr, flush=True)
+
+
+def _port(var: str, default: int) -> int:
+    raw = os.environ.get(var, str(default)).strip()
+    if not raw.isdigit() or not 0 < int(raw) < 65536:
+        raise StackError(f"{var}={raw!r} is not a TCP port; use 1-65535")
+    port = int(raw)
+    if port_in_use(port):
+        raise StackError(f"port {port} is already in use on 127.0.0.1 (see `ss -ltnp 'sport = :{port}'`); "
+                         f"set {var} to a free port, or run `make down` if an old stack holds it")
+    return port
+
+
+def _wait_http_ready(name: str, pid: int, url: str, log: Path, timeout: float = 90.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not alive(pid):
+            raise StackError(f"{name} exited during start-up; log {log}:\n{log_tail(log)}")
+        try:
+            with urllib.request.urlopen(url, timeout=1) as resp:
+                if resp.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.3)
+    raise StackError(f"{name} not ready at {url} after {timeout:.0f}s; log {log}:\n{log_tail(log)}")
+
+
+def running(layout: Layout) -> list[str]:
+    names = []
+    for pid_file in sorted(layout.pids.glob("*.pid")):
+        text = pid_file.read_text().strip()
+        if text.isdigit() and alive(int(text)):
+            names.append(pid_file.stem)
+    return names
+
+
+def up(layout: Layout) -> dict[str, str]:
+    if running(layout):
+        raise StackError(f"already running: {', '.join(running(layout))}; `make down` first")
+    # Check every port before starting anything, so a clash is reported at once.
+    kafka_ports = kafka_broker.ports_from_env(DEFAULT_KAFKA_PORTS)
+    for var, p in zip((kafka_broker.PORT_ENV, kafka_broker.CONTROLLER_PORT_ENV), kafka_ports, strict=True):
+        _port(var, p)
+    sim_port = _port("MTV_VSPHERE_PORT", DEFAULT_SIM_PORT)
+    http_ports = {s: _port(f"MTV_{s.upper()}_HTTP_PORT", p) for s, p in DEFAULT_HTTP_PORTS.items()}
+
+    _say("resolving Kafka jars and building the vSphere simulator (cached under ~/.cache/mtv)")
+    kafka_broker.ensure_jars()
+    vsphere_sim.ensure_binary()
+    try:
+        _say(f"starting Kafka {kafka_broker.KAFKA_VERSION} (KRaft) on 127.0.0.1:{kafka_ports[0]}")
+        broker = kafka_broker.start_broker(layout.root / "kafka", layout.logs / "kafka.log", layout.pids,
+                                           *kafka_ports)
+        created = admin.ensure_topics(broker.bootstrap)
+        _say(f"topics ready ({len(created)} created)")
+        _say(f"starting the vSphere simulator on 127.0.0.1:{sim_port}")
+        sim = vsphere_sim.start_sim(layout.root / "vsphere-sim", layout.pids, port=sim_port, **SIM_DEFAULTS)
+        env = {
+            "MTV_KAFKA_BOOTSTRAP": broker.bootstrap,
+            "MTV_VSPHERE_URL": sim.url,
+            "MTV_VSPHERE_USER": sim.username,
+            "MTV_VSPHERE_PASSWORD_FILE": str(sim.password_file),
+            "MTV_VSPHERE_MANIFEST": str(sim.manifest),
+        }
+        for service in SERVICES:
+            port = http_ports[service]
+            log = layout.logs / f"{service}.log"
+            daemon = spawn(service, [sys.executable, "-m", f"mtv.{service}"], log, layout.pids,
+                           env={"MTV_KAFKA_BOOTSTRAP": broker.bootstrap, "MTV_HTTP_PORT": str(port)},
+                           cwd=repo_root())
+            _wait_http_ready(service, daemon.pid, f"http://127.0.0.1:{port}/readyz", log)
+            env[f"MTV_{service.upper()}_URL"] = f"http://127.0.0.1:{port}"
+            _say(f"{service} ready (metrics and health on http://127.0.0.1:{port})")
+    except BaseException:
+        down(layout, quiet=True)
+        raise
+    layout.env_file.write_text("".join(f"export {k}={shlex.quote(v)}\n" for k, v in env.items()))
+    return env
+
+
+def down(layout: Layout, quiet: bool = False) -> list[str]:
+    """Stop everything in reverse order; return the names that were running."""
+    stopped = []
+    layout.env_file.unlink(missing_ok=True)
+    for name in (*reversed(SERVICES), "vsphere-sim", "kafka"):
+        if stop_named(name, layout.pids, timeout=30.0):
+            stopped.append(name)
+            if not quiet:
+                _say(f"stopped {name}")
+    left = running(layout)
+    if left:
+        raise StackError(f"still running after stop: {', '.join(left)}; see {layout.pids}")
+    return stopped
+
+
+def default_layout() -> Layout:
+    return Layout(run_dir())
+
+
+def demo(layout: Layout) -> None:
+    """Today: start the stack, show the seeded source inventory, say what is not built yet, stop."""
+    import json
+
+    env = up(layout)
+    try:
+        manifest = json.loads(Path(env["MTV_VSPHERE_MANIFEST"]).read_text())
+        print(f"\nvSphere simulator {env['MTV_VSPHERE_URL']} ({env['MTV_VSPHERE_USER']}) holds:")
+        for vm in manifest.get("vms", []):
+            disks = vm.get("disks", [])
+            total = sum(int(d.get("size", 0)) for d in disks)
+            print(f"  {vm.get('name', '?'):24} {len(disks)} disk(s), {total / 2**20:.0f} MiB, "
+                  f"{len(vm.get('networks', []))} NIC(s) on {', '.join(vm.get('network_names', []))}")
+        print("\nNot built yet, so no migration runs in this demo: inventory discovery (issue #3), "
+              "disk transfer (#4), converter (#5), planner and approvals (#6), mtvctl watch and the "
+              "end-to-end flow (#7).")
+    finally:
+        print()
+        down(layout)
