@@ -100,8 +100,10 @@ func (c *config) validate() error {
 	if err != nil {
 		return fmt.Errorf("-l: %w", err)
 	}
-	if ip := net.ParseIP(host); host != "localhost" && (ip == nil || !ip.IsLoopback()) {
-		return fmt.Errorf("-l must be a loopback address, got %q", host)
+	// Loopback unless MTV_SIM_IN_CONTAINER is set: inside a container the published port is the boundary.
+	inContainer := os.Getenv("MTV_SIM_IN_CONTAINER") != ""
+	if ip := net.ParseIP(host); !inContainer && host != "localhost" && (ip == nil || !ip.IsLoopback()) {
+		return fmt.Errorf("-l must be a loopback address, got %q (set MTV_SIM_IN_CONTAINER=1 in a container)", host)
 	}
 	return nil
 }
