@@ -37,6 +37,7 @@ gen: $(GEN_STAMP)
 
 deps: install
 	$(PY) -m mtv.devstack deps
+	$(PY) -m mtv.devstack.kube_apiserver build  # test kube-apiserver + etcd (k8s tests)
 
 up: deps
 	$(PY) -m mtv.devstack up

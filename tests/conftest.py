@@ -1,3 +1,3 @@
 """Shared fixtures. Servers are real (see tests/fixtures/); a server that cannot start fails the test."""
 
-pytest_plugins = ["fixtures.kafka", "fixtures.vsphere"]
+pytest_plugins = ["fixtures.kafka", "fixtures.vsphere", "fixtures.k8s"]
