@@ -95,7 +95,7 @@ def test_service_lifecycle(service: str, kafka_bootstrap: str) -> None:
             proc.wait()
 
 
-def _find_dlq(bootstrap: str, key: bytes, timeout: float = 30.0):  # noqa: ANN202
+def _find_dlq(bootstrap: str, key: bytes, timeout: float = 90.0):  # noqa: ANN202
     reader = Consumer({"bootstrap.servers": bootstrap, "group.id": f"dlq-{uuid.uuid4()}",
                        "auto.offset.reset": "earliest"})
     reader.subscribe([topics.DLQ.name])
