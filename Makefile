@@ -3,7 +3,7 @@
 #   make up     start Kafka, the vSphere simulator and the four services in the background
 #   make down   stop them
 #   make demo   the main job (see README)
-#   make lint   ruff, buf lint, buf breaking against main
+#   make lint   ruff, buf lint, buf breaking against main, helm lint + template of deploy/helm/mtv
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 PYTHON ?= python3
@@ -56,7 +56,8 @@ test-unit: install
 
 $(BUF):
 	mkdir -p $(MTV_CACHE)/npm/buf-$(BUF_VERSION)
-	cd $(MTV_CACHE)/npm/buf-$(BUF_VERSION) && npm install --silent --no-audit --no-fund \
+	@# --prefix: npm would otherwise install next to any package.json or node_modules in a parent directory.
+	npm install --silent --no-audit --no-fund --prefix $(MTV_CACHE)/npm/buf-$(BUF_VERSION) \
 	  --cache $(MTV_CACHE)/npm/.cache @bufbuild/buf@$(BUF_VERSION)
 
 lint: install $(BUF)
@@ -66,6 +67,13 @@ lint: install $(BUF)
 	    && [ -n "$$(git ls-tree main proto)" ]; then \
 	  echo "buf breaking --against main"; $(BUF) breaking --against '.git#branch=main'; \
 	else echo "buf breaking: main has no proto/ yet, nothing to compare"; fi
+	@# helm is built from source into $(MTV_CACHE)/bin on first use (deploy/local/helm, ~3 min cold).
+	helm="$$($(PY) -m mtv.devstack.helm_tool build)"; \
+	  $$helm lint deploy/helm/mtv --strict; \
+	  $$helm lint deploy/helm/mtv --strict -f deploy/helm/mtv/ci/scaled-values.yaml; \
+	  $$helm template mtv deploy/helm/mtv | $(PY) deploy/helm/check_render.py --scenario default; \
+	  $$helm template mtv deploy/helm/mtv -f deploy/helm/mtv/ci/scaled-values.yaml \
+	    | $(PY) deploy/helm/check_render.py --scenario scaled
 
 demo: deps
 	$(PY) -m mtv.devstack demo

@@ -86,7 +86,10 @@ class ProviderStore:
     def __init__(self, root: Path) -> None:
         self.root = root
         root.mkdir(parents=True, exist_ok=True)
-        os.chmod(root, 0o700)
+        try:
+            os.chmod(root, 0o700)
+        except PermissionError:
+            pass  # a read-only mounted Secret: its mode is set by the cluster, and we only read it
 
     def add(self, record: ProviderRecord, password: str) -> ProviderRecord:
         if not record.id:
