@@ -13,6 +13,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from mtv import events, topics
 from mtv.bus import COMMIT_AFTER_EACH, EventConsumer, Publisher, Reject, RetryPolicy, admin, dlq
+from mtv.runtime import metrics
 from mtv.v1 import event_pb2, transfer_pb2
 
 pytestmark = pytest.mark.kafka
@@ -80,9 +81,13 @@ def test_events_arrive_in_per_key_order(registry_topics: str) -> None:
         assert msg.key().decode() == event.disk_transfer_progress.transfer_id
         seen[event.disk_transfer_progress.transfer_id].append(event.disk_transfer_progress.bytes_done)
 
-    consumer = EventConsumer(bootstrap, f"g-{uuid.uuid4()}", [topic.name], handle, publisher, service="test")
+    consumer = EventConsumer(bootstrap, f"g-{uuid.uuid4()}", [topic.name], handle, publisher, service="test-order")
     _drain(consumer, lambda: sum(map(len, seen.values())) >= len(keys) * per_key)
+    consumer._report_lag()  # noqa: SLF001 — normally every 5 s
+    lag = {s.labels["partition"]: s.value for s in metrics.CONSUMER_LAG.collect()[0].samples
+           if s.labels["service"] == "test-order"}
     consumer.close()
+    assert set(lag) == {"0", "1", "2"} and set(lag.values()) == {0.0}, lag
     assert sorted(seen) == sorted(keys)
     for key in keys:
         assert seen[key] == list(range(per_key)), f"{key} out of order"

@@ -93,6 +93,7 @@ class EventConsumer:
         self._uncommitted = 0
         self._last_commit = time.monotonic()
         self._stop = threading.Event()
+        self._last_lag_report = 0.0
         self.assigned = threading.Event()
         self._consumer.subscribe(self._topics, on_assign=self._on_assign, on_revoke=self._on_revoke)
 
@@ -174,7 +175,22 @@ class EventConsumer:
 
     # -- commits ---------------------------------------------------------------------------
 
+    def _report_lag(self) -> None:
+        """Lag per assigned partition from cached watermarks (no broker round trip)."""
+        try:
+            assignment = self._consumer.assignment()
+            for tp in self._consumer.position(assignment):
+                _low, high = self._consumer.get_watermark_offsets(tp, cached=True)
+                if tp.offset >= 0 and high >= 0:
+                    metrics.CONSUMER_LAG.labels(self._service, tp.topic, str(tp.partition)).set(high - tp.offset)
+        except KafkaException:
+            pass  # metrics must never stop the consumer
+
     def _maybe_commit(self) -> None:
+        now = time.monotonic()
+        if now - self._last_lag_report >= 5.0:
+            self._last_lag_report = now
+            self._report_lag()
         due = self._uncommitted >= self._commit.max_messages or (
             self._uncommitted and time.monotonic() - self._last_commit >= self._commit.max_seconds
         )

@@ -19,6 +19,7 @@ import sys
 import time
 from pathlib import Path
 
+from mtv.devstack.gobuild import go_env
 from mtv.devstack.paths import cache_dir, repo_root
 from mtv.devstack.process import StackError, log_tail
 
@@ -79,17 +80,6 @@ def binary_path() -> Path:
     return cache_dir() / "bin" / f"helm-{version()}-{digest.hexdigest()[:16]}"
 
 
-def _go_env() -> dict[str, str]:
-    go = cache_dir() / "go"
-    return {
-        "GOMODCACHE": str(go / "mod"),
-        "GOCACHE": str(go / "build"),
-        "CGO_ENABLED": "0",
-        # go.sum is complete: never rewrite the committed go.mod/go.sum, whatever GOFLAGS says.
-        "GOFLAGS": "-mod=readonly",
-        # The toolchain on PATH builds it; never download another one behind the user's back.
-        "GOTOOLCHAIN": "local",
-    }
 
 
 def ensure_helm() -> Path:
@@ -113,7 +103,7 @@ def ensure_helm() -> Path:
           file=sys.stderr, flush=True)
     started = time.monotonic()
     with open(log, "wb") as out:
-        proc = subprocess.Popen(argv, cwd=module_dir(), env={**os.environ, **_go_env()},
+        proc = subprocess.Popen(argv, cwd=module_dir(), env={**os.environ, **go_env()},
                                 stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
         try:
             next_note = started + PROGRESS_SECONDS

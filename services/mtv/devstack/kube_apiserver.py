@@ -23,6 +23,7 @@ from pathlib import Path
 
 import yaml
 
+from mtv.devstack.gobuild import go_env
 from mtv.devstack.paths import cache_dir, repo_root
 from mtv.devstack.process import StackError, alive, free_port, log_tail, spawn, stop_named
 
@@ -50,15 +51,6 @@ def versions() -> dict[str, str]:
     }
 
 
-def _go_env() -> dict[str, str]:
-    go = cache_dir() / "go"
-    return {
-        "GOMODCACHE": str(go / "mod"),
-        "GOCACHE": str(go / "build"),
-        "CGO_ENABLED": "0",
-        # Never rewrite the committed go.mod/go.sum while building.
-        "GOFLAGS": "-mod=readonly",
-    }
 
 
 def _go_build(name: str, version: str, module: Path, package: str, ldflags: str) -> Path:
@@ -77,7 +69,7 @@ def _go_build(name: str, version: str, module: Path, package: str, ldflags: str)
           file=sys.stderr, flush=True)
     started = time.monotonic()
     with open(log, "wb") as logf:
-        proc = subprocess.Popen(argv, cwd=repo_root() / module, env={**os.environ, **_go_env()},
+        proc = subprocess.Popen(argv, cwd=repo_root() / module, env={**os.environ, **go_env()},
                                 stdout=logf, stderr=subprocess.STDOUT)
         next_note = started + 30
         while proc.poll() is None:

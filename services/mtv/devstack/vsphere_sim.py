@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mtv.devstack.gobuild import go_env
 from mtv.devstack.paths import cache_dir, repo_root
 from mtv.devstack.process import StackError, alive, log_tail, spawn, stop, stop_named
 
@@ -55,15 +56,6 @@ def _sources() -> list[Path]:
     return files
 
 
-def _go_env() -> dict[str, str]:
-    go = cache_dir() / "go"
-    # -mod=readonly: go.sum is complete, and a GOFLAGS from the environment must not change the build.
-    return {
-        "GOMODCACHE": str(go / "mod"),
-        "GOCACHE": str(go / "build"),
-        "CGO_ENABLED": "0",
-        "GOFLAGS": "-mod=readonly",
-    }
 
 
 def ensure_binary() -> Path:
@@ -86,7 +78,7 @@ def ensure_binary() -> Path:
     started = time.monotonic()
     result = subprocess.run(
         [go, "build", "-trimpath", "-buildvcs=false", "-o", str(tmp), "."],
-        cwd=SOURCE_DIR, env={**os.environ, **_go_env()},
+        cwd=SOURCE_DIR, env={**os.environ, **go_env()},
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, check=False,
     )
     if result.returncode != 0:

@@ -7,13 +7,26 @@ import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, generate_latest
 
 MESSAGES_PROCESSED = Counter(
     "mtv_messages_processed_total", "Messages handled successfully", ["service", "topic"]
 )
 DEAD_LETTERED = Counter(
     "mtv_messages_dead_lettered_total", "Messages sent to the dead-letter topic", ["service", "topic", "reason"]
+)
+CONSUMER_LAG = Gauge(
+    "mtv_consumer_lag_messages", "Messages not yet consumed per assigned partition (high watermark - position)",
+    ["service", "topic", "partition"],
+)
+# Migration metrics; each is set by the service that owns the fact (planner, transfer).
+MIGRATIONS = Counter("mtv_migrations_total", "VM migrations that ended, by final status", ["status"])
+VMS_IN_FLIGHT = Gauge("mtv_vms_in_flight", "VMs currently migrating (not queued, not finished)")
+DISK_TRANSFER_BYTES = Counter(
+    "mtv_disk_transfer_bytes_total", "Logical disk bytes handled by transfer workers", ["result"]
+)
+DISK_TRANSFER_THROUGHPUT = Gauge(
+    "mtv_disk_transfer_throughput_bytes", "Current copy rate of this worker in bytes per second"
 )
 
 
