@@ -10,6 +10,7 @@ Passwords are never part of `ProviderRecord`, its repr, events or logs: only `pa
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -86,10 +87,9 @@ class ProviderStore:
     def __init__(self, root: Path) -> None:
         self.root = root
         root.mkdir(parents=True, exist_ok=True)
-        try:
+        # A read-only mounted Secret refuses chmod: its mode is the cluster's business, we only read it.
+        with contextlib.suppress(PermissionError):
             os.chmod(root, 0o700)
-        except PermissionError:
-            pass  # a read-only mounted Secret: its mode is set by the cluster, and we only read it
 
     def add(self, record: ProviderRecord, password: str) -> ProviderRecord:
         if not record.id:
