@@ -26,7 +26,8 @@ def test_up_writes_env_and_down_leaves_nothing(tmp_path: Path) -> None:
     run = tmp_path / "run"
     env = {**os.environ, "MTV_RUN_DIR": str(run)}
     for var in ("MTV_KAFKA_PORT", "MTV_KAFKA_CONTROLLER_PORT", "MTV_VSPHERE_PORT", "MTV_INVENTORY_HTTP_PORT",
-                "MTV_PLANNER_HTTP_PORT", "MTV_TRANSFER_HTTP_PORT", "MTV_CONVERTER_HTTP_PORT"):
+                "MTV_PLANNER_HTTP_PORT", "MTV_TRANSFER_HTTP_PORT", "MTV_CONVERTER_HTTP_PORT",
+                "MTV_INVENTORY_GRPC_PORT"):
         env[var] = str(free_port())  # never the defaults: a developer's own stack may be up
     env.pop("MTV_KAFKA_BOOTSTRAP", None)
 

@@ -10,11 +10,14 @@ from confluent_kafka import KafkaException
 
 from mtv import topics
 from mtv.bus import admin
+from mtv.inventory import cli as inventory_cli
 
 EPILOG = """examples:
   mtvctl topics list
   mtvctl topics create --bootstrap 127.0.0.1:29092
   . .run/env && mtvctl topics create
+  mtvctl provider add vsphere vc1 --url https://vc.example.com/sdk --username admin --password-file pw.txt
+  mtvctl inventory vms --provider vc1 -o json
 """
 
 
@@ -46,6 +49,13 @@ def cmd_topics_create(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_watch(args: argparse.Namespace) -> int:
+    from mtv.cli import watch
+
+    # With a plan, stop when it ends (exit 0 only if it succeeded); without one, follow until Ctrl-C.
+    return watch.run(_bootstrap(args), args.plan, until_done=bool(args.plan), timeout=args.timeout)
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="mtvctl", description="Migration Toolkit for Virtualization client.",
                                   epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -57,6 +67,12 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--bootstrap", help="Kafka bootstrap servers (default: $MTV_KAFKA_BOOTSTRAP)")
     c.add_argument("--timeout", type=float, default=15.0, help="seconds to wait for the broker")
     c.set_defaults(func=cmd_topics_create)
+    w = sub.add_parser("watch", help="live per-disk progress of a plan, from the progress and status topics")
+    w.add_argument("plan", nargs="?", default="", help="plan id (default: every plan)")
+    w.add_argument("--bootstrap", help="Kafka bootstrap servers (default: $MTV_KAFKA_BOOTSTRAP)")
+    w.add_argument("--timeout", type=float, default=0.0, help="give up after this many seconds (0: never)")
+    w.set_defaults(func=cmd_watch)
+    inventory_cli.add_parsers(sub)
     return top
 
 

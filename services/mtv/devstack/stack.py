@@ -25,6 +25,8 @@ SERVICES = ("inventory", "planner", "transfer", "converter")
 DEFAULT_KAFKA_PORTS = (29092, 29093)
 DEFAULT_SIM_PORT = 18989
 DEFAULT_HTTP_PORTS = {"inventory": 18081, "planner": 18082, "transfer": 18083, "converter": 18084}
+DEFAULT_INVENTORY_GRPC_PORT = 18091
+SIM_PROVIDER = "vsphere-sim"  # the simulator as the inventory's provider, registered by `make up`
 # The demo inventory: 3 VMs per resource pool on one cluster of 2 hosts, 2 disks and 2 NICs each.
 SIM_DEFAULTS = {"dc": 1, "cluster": 1, "host": 2, "standalone_host": 0, "vm": 3, "ds": 1, "pg": 1,
                 "disks": 2, "nics": 2}
@@ -95,6 +97,7 @@ def up(layout: Layout) -> dict[str, str]:
         _port(var, p)
     sim_port = _port("MTV_VSPHERE_PORT", DEFAULT_SIM_PORT)
     http_ports = {s: _port(f"MTV_{s.upper()}_HTTP_PORT", p) for s, p in DEFAULT_HTTP_PORTS.items()}
+    grpc_port = _port("MTV_INVENTORY_GRPC_PORT", DEFAULT_INVENTORY_GRPC_PORT)
 
     _say("resolving Kafka jars and building the vSphere simulator (cached under ~/.cache/mtv)")
     kafka_broker.ensure_jars()
@@ -117,10 +120,15 @@ def up(layout: Layout) -> dict[str, str]:
         for service in SERVICES:
             port = http_ports[service]
             log = layout.logs / f"{service}.log"
+            extra = _inventory_env(layout, grpc_port) if service == "inventory" else {}
             daemon = spawn(service, [sys.executable, "-m", f"mtv.{service}"], log, layout.pids,
-                           env={"MTV_KAFKA_BOOTSTRAP": broker.bootstrap, "MTV_HTTP_PORT": str(port)},
+                           env={"MTV_KAFKA_BOOTSTRAP": broker.bootstrap, "MTV_HTTP_PORT": str(port), **extra},
                            cwd=repo_root())
             _wait_http_ready(service, daemon.pid, f"http://127.0.0.1:{port}/readyz", log)
+            if service == "inventory":
+                env["MTV_INVENTORY_GRPC"] = f"127.0.0.1:{grpc_port}"
+                _say(f"registering the simulator as provider {SIM_PROVIDER}: "
+                     f"{_register_sim(env['MTV_INVENTORY_GRPC'], sim)}")
             env[f"MTV_{service.upper()}_URL"] = f"http://127.0.0.1:{port}"
             _say(f"{service} ready (metrics and health on http://127.0.0.1:{port})")
     except BaseException:
@@ -128,6 +136,34 @@ def up(layout: Layout) -> dict[str, str]:
         raise
     layout.env_file.write_text("".join(f"export {k}={shlex.quote(v)}\n" for k, v in env.items()))
     return env
+
+
+def _inventory_env(layout: Layout, grpc_port: int) -> dict[str, str]:
+    """The inventory's gRPC port and provider directory. The simulator's provider from an earlier run is
+    dropped (this run's simulator has a new password, maybe a new port); other providers are kept."""
+    from contextlib import suppress
+
+    from mtv.provider_store import ProviderNotFound, ProviderStore
+
+    providers = layout.root / "providers"
+    with suppress(ProviderNotFound):
+        ProviderStore(providers).remove(SIM_PROVIDER)
+    return {"MTV_GRPC_PORT": str(grpc_port), "MTV_PROVIDER_DIR": str(providers)}
+
+
+def _register_sim(address: str, sim: vsphere_sim.SimHandle) -> str:
+    """Add the simulator to the inventory, pinned by its certificate's thumbprint; wait for Ready."""
+    from mtv.inventory import cli, tls
+    from mtv.v1 import inventory_pb2
+
+    try:
+        status = cli.add_provider(cli.stub_for(address), SIM_PROVIDER, sim.url, sim.username, sim.password,
+                                  thumbprint=tls.fetch_thumbprint(sim.url), wait_seconds=60)
+    except SystemExit as exc:  # mtvctl's one-line errors
+        raise StackError(str(exc)) from None
+    if status.phase != inventory_pb2.PROVIDER_PHASE_READY:
+        raise StackError(f"provider {SIM_PROVIDER} is {cli.phase_name(status.phase)}: {status.reason}")
+    return f"{cli.phase_name(status.phase)} ({status.vm_count} VMs)"
 
 
 def down(layout: Layout, quiet: bool = False) -> list[str]:
