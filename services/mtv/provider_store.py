@@ -70,7 +70,7 @@ def validate(record: ProviderRecord) -> None:
         raise ProviderError("thumbprint: expected a SHA-256 fingerprint, 32 hex pairs separated by ':'")
 
 
-def _write_private(path: Path, data: str) -> None:
+def write_private(path: Path, data: str) -> None:
     """Write atomically with mode 0600 from the start (never briefly world-readable)."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
@@ -99,13 +99,13 @@ class ProviderStore:
             raise ProviderError("password: empty; pass --password-file with the vCenter password")
         if (self.root / f"{record.name}.json").exists():
             raise ProviderExists(f"provider {record.name!r} already exists; remove it first or pick another name")
-        _write_private(self.root / record.secret_ref, password)
-        _write_private(self.root / f"{record.name}.json", json.dumps(asdict(record), indent=2))
+        write_private(self.root / record.secret_ref, password)
+        write_private(self.root / f"{record.name}.json", json.dumps(asdict(record), indent=2))
         return record
 
     def set_password(self, name: str, password: str) -> None:
         record = self.get(name)
-        _write_private(self.root / record.secret_ref, password)
+        write_private(self.root / record.secret_ref, password)
 
     def get(self, name_or_id: str) -> ProviderRecord:
         path = self.root / f"{name_or_id}.json"

@@ -1,9 +1,12 @@
-"""`make up` / `make down` as a user runs them: endpoints written to .run/env, nothing left behind."""
+"""`make up` / `make down` as a user runs them: endpoints written to .run/env, the simulator registered
+as provider `vsphere-sim`, mtvctl working from a plain shell, nothing left behind."""
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from mtv.devstack.process import alive, free_port
+from mtv.devstack.stack import PORT_VARS
 
 pytestmark = [pytest.mark.kafka, pytest.mark.vsphere]
 
@@ -22,25 +26,25 @@ def _stack(cmd: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
                           timeout=600)
 
 
+def _shell(run: Path, script: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["bash", "-c", f". {shlex.quote(str(run / 'env'))} && {script}"],
+                          capture_output=True, text=True, timeout=120, env={"PATH": os.environ["PATH"]})
+
+
 def test_up_writes_env_and_down_leaves_nothing(tmp_path: Path) -> None:
     run = tmp_path / "run"
-    env = {**os.environ, "MTV_RUN_DIR": str(run)}
-    for var in ("MTV_KAFKA_PORT", "MTV_KAFKA_CONTROLLER_PORT", "MTV_VSPHERE_PORT", "MTV_INVENTORY_HTTP_PORT",
-                "MTV_PLANNER_HTTP_PORT", "MTV_TRANSFER_HTTP_PORT", "MTV_CONVERTER_HTTP_PORT",
-                "MTV_INVENTORY_GRPC_PORT"):
-        env[var] = str(free_port())  # never the defaults: a developer's own stack may be up
+    # Never the default ports: a developer's own stack may be up.
+    env = {**os.environ, "MTV_RUN_DIR": str(run), **{var: str(free_port()) for var in PORT_VARS}}
     env.pop("MTV_KAFKA_BOOTSTRAP", None)
 
     up = _stack("up", env)
     pids = {p.stem: int(p.read_text()) for p in (run / "pids").glob("*.pid")}
     try:
         assert up.returncode == 0, up.stderr[-3000:]
-        assert set(pids) == {"kafka", "vsphere-sim", "inventory", "planner", "transfer", "converter"}
-        # `. .run/env` in a plain shell gives every endpoint, and mtvctl works from there.
-        shell = subprocess.run(
-            ["bash", "-c", f". {shlex.quote(str(run / 'env'))} && env && {sys.executable} -m mtv.cli topics create"],
-            capture_output=True, text=True, timeout=60, env={"PATH": os.environ["PATH"]},
-        )
+        assert set(pids) == {"kafka", "vsphere-sim", "inventory", "planner", "transfer", "transfer-2", "converter"}
+        assert "registering the simulator as provider vsphere-sim: Ready" in up.stderr
+
+        shell = _shell(run, f"env && {sys.executable} -m mtv.cli topics create")
         assert shell.returncode == 0, shell.stderr
         exported = dict(line.split("=", 1) for line in shell.stdout.splitlines() if line.startswith("MTV_"))
         for var in REQUIRED:
@@ -48,8 +52,19 @@ def test_up_writes_env_and_down_leaves_nothing(tmp_path: Path) -> None:
             assert f"{var}=" in up.stdout, f"make up did not print {var}"
         assert exported["MTV_KAFKA_BOOTSTRAP"] == f"127.0.0.1:{env['MTV_KAFKA_PORT']}"
         assert exported["MTV_VSPHERE_URL"] == f"https://127.0.0.1:{env['MTV_VSPHERE_PORT']}/sdk"
+        assert exported["MTV_INVENTORY_GRPC"] == f"127.0.0.1:{env['MTV_INVENTORY_GRPC_PORT']}"
+        assert exported["MTV_PLANNER_GRPC"] == f"127.0.0.1:{env['MTV_PLANNER_GRPC_PORT']}"
         assert Path(exported["MTV_VSPHERE_PASSWORD_FILE"]).stat().st_mode & 0o077 == 0
+        assert Path(exported["MTV_APPROVER_KEY_FILE"]).stat().st_mode & 0o077 == 0
         assert "created 0 topic(s); 16 already existed" in shell.stdout  # make up created them all
+
+        # The simulator is the inventory's provider: mtvctl lists its VMs with their disks and NICs.
+        listed = _shell(run, f"{sys.executable} -m mtv.cli inventory vms --provider vsphere-sim -o json")
+        assert listed.returncode == 0, listed.stderr
+        manifest = json.loads(Path(exported["MTV_VSPHERE_MANIFEST"]).read_text())
+        vms = json.loads(listed.stdout)
+        assert {vm["id"]: vm["name"] for vm in vms} == {vm["moref"]: vm["name"] for vm in manifest["vms"]}
+        assert all(len(vm["disks"]) == 2 and len(vm["nics"]) == 2 for vm in vms)
 
         again = _stack("up", env)
         assert again.returncode != 0 and "already running" in again.stderr
@@ -61,14 +76,12 @@ def test_up_writes_env_and_down_leaves_nothing(tmp_path: Path) -> None:
 
 
 def test_up_names_a_taken_port(tmp_path: Path) -> None:
-    import socket
-
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        env = {**os.environ, "MTV_RUN_DIR": str(tmp_path), "MTV_VSPHERE_PORT": str(port),
-               "MTV_KAFKA_PORT": str(free_port()), "MTV_KAFKA_CONTROLLER_PORT": str(free_port())}
+        env = {**os.environ, "MTV_RUN_DIR": str(tmp_path), **{var: str(free_port()) for var in PORT_VARS},
+               "MTV_VSPHERE_PORT": str(port)}
         result = _stack("up", env)
     assert result.returncode == 1
     assert f"port {port} is already in use" in result.stderr

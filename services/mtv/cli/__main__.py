@@ -11,6 +11,7 @@ from confluent_kafka import KafkaException
 from mtv import topics
 from mtv.bus import admin
 from mtv.inventory import cli as inventory_cli
+from mtv.planner import client as plan_client
 
 EPILOG = """examples:
   mtvctl topics list
@@ -18,6 +19,8 @@ EPILOG = """examples:
   . .run/env && mtvctl topics create
   mtvctl provider add vsphere vc1 --url https://vc.example.com/sdk --username admin --password-file pw.txt
   mtvctl inventory vms --provider vc1 -o json
+  mtvctl plan create -f plan.yaml && mtvctl plan approve web-tier
+  mtvctl watch web-tier
 """
 
 
@@ -73,6 +76,7 @@ def parser() -> argparse.ArgumentParser:
     w.add_argument("--timeout", type=float, default=0.0, help="give up after this many seconds (0: never)")
     w.set_defaults(func=cmd_watch)
     inventory_cli.add_parsers(sub)
+    plan_client.add_parser(sub)
     return top
 
 

@@ -35,6 +35,7 @@ class DiskView:
     state: str = "copying"  # copying | completed | failed
     detail: str = ""  # sha256 prefix or failure reason
     worker: str = ""
+    sha256: str = ""
 
 
 @dataclass
@@ -96,6 +97,7 @@ class WatchState:
         if disk is not None:
             disk.state, disk.done, disk.total = "completed", c.bytes_total, c.bytes_total
             disk.detail, disk.eta, disk.worker = f"sha256 {c.sha256[:12]}", 0.0, c.worker
+            disk.sha256 = c.sha256
 
     def _on_disk_transfer_failed(self, f: transfer_pb2.DiskTransferFailed) -> None:
         disk = self._disk(f)  # type: ignore[arg-type]
@@ -123,6 +125,11 @@ class WatchState:
         plan = self._plan(r.plan_id)
         if plan is not None:
             plan.phase, plan.detail = "rejected", r.reason
+
+    def failed(self) -> bool:
+        """True unless every watched plan ended and none failed."""
+        ended_badly = any(p.phase in ("failed", "rejected", "canceled") for p in self.plans.values())
+        return ended_badly or not self.done()
 
     def done(self) -> bool:
         """True when the watched plan (or every seen plan) reached a final phase."""
@@ -154,19 +161,22 @@ def render(state: WatchState) -> RenderableType:
                           style=style))
         table = Table(show_header=True, header_style="bold", expand=False, box=None, pad_edge=False)
         for col in ("vm / disk", "phase", "progress", "bytes", "rate", "eta", "detail"):
-            table.add_column(col)
-        for vm in plan.vms.values():
-            table.add_row(Text(vm.name or vm.vm_id, style="bold"), vm.phase, "", "", "", "",
-                          Text(vm.error, style="red"))
-        for disk in sorted(plan.disks.values(), key=lambda d: d.transfer_id):
-            color = {"completed": "green", "failed": "red"}.get(disk.state, "cyan")
-            table.add_row(
-                f"  {disk.transfer_id.split('/', 1)[-1]}", Text(disk.state, style=color),
-                ProgressBar(total=max(disk.total, 1), completed=disk.done, width=30,
-                            complete_style=color, finished_style=color),
-                f"{_bytes(disk.done)}/{_bytes(disk.total)}", f"{_bytes(disk.rate)}/s", _eta(disk.eta),
-                Text(disk.detail, style="red" if disk.state == "failed" else ""),
-            )
+            table.add_column(col, no_wrap=col != "detail")
+        vm_ids = list(plan.vms) + sorted({d.vm_id for d in plan.disks.values()} - set(plan.vms))
+        for vm_id in vm_ids:
+            vm = plan.vms.get(vm_id, VmView(vm_id))
+            phase_style = "red" if vm.phase == "failed" else "green" if vm.phase == "completed" else ""
+            table.add_row(Text(vm.name or vm.vm_id, style="bold"), Text(vm.phase, style=phase_style), "", "", "",
+                          "", Text(vm.error, style="red"))
+            for disk in sorted((d for d in plan.disks.values() if d.vm_id == vm_id), key=lambda d: d.transfer_id):
+                color = {"completed": "green", "failed": "red"}.get(disk.state, "cyan")
+                table.add_row(
+                    f"  disk {disk.transfer_id.rsplit('/', 1)[-1]}", Text(disk.state, style=color),
+                    ProgressBar(total=max(disk.total, 1), completed=disk.done, width=24,
+                                complete_style=color, finished_style=color),
+                    f"{_bytes(disk.done)}/{_bytes(disk.total)}", f"{_bytes(disk.rate)}/s", _eta(disk.eta),
+                    Text(disk.detail, style="red" if disk.state == "failed" else ""),
+                )
         parts.append(table)
     if not parts:
         parts.append(Text("waiting for events…", style="dim"))
@@ -176,6 +186,12 @@ def render(state: WatchState) -> RenderableType:
 def run(bootstrap: str, plan: str = "", until_done: bool = True, timeout: float = 0.0,
         console: Console | None = None) -> int:
     """Follow the topics from the beginning; return 0 when the plan succeeded, 1 if it failed."""
+    return 1 if follow(bootstrap, plan, until_done, timeout, console).failed() else 0
+
+
+def follow(bootstrap: str, plan: str = "", until_done: bool = True, timeout: float = 0.0,
+           console: Console | None = None) -> WatchState:
+    """Render live until the plan ends (or `timeout`); return the final state."""
     from confluent_kafka import Consumer
 
     console = console or Console()
@@ -186,8 +202,15 @@ def run(bootstrap: str, plan: str = "", until_done: bool = True, timeout: float 
     deadline = time.monotonic() + timeout if timeout else None
     try:
         with Live(render(state), console=console, refresh_per_second=4, transient=False) as live:
-            while not (until_done and state.done()):
-                if deadline and time.monotonic() > deadline:
+            grace_until = None
+            while True:
+                now = time.monotonic()
+                if until_done and state.done():
+                    # Status events of the last VMs may sit on other partitions: read them too.
+                    grace_until = grace_until or now + 1.5
+                    if now > grace_until:
+                        break
+                if deadline and now > deadline:
                     break
                 msg = consumer.poll(0.25)
                 if msg is None or msg.error():
@@ -199,5 +222,4 @@ def run(bootstrap: str, plan: str = "", until_done: bool = True, timeout: float 
                 live.update(render(state))
     finally:
         consumer.close()
-    failed = any(p.phase in ("failed", "rejected", "canceled") for p in state.plans.values())
-    return 1 if failed or not state.done() else 0
+    return state

@@ -31,7 +31,9 @@ def main(argv: list[str] | None = None) -> int:
             stopped = stack.down(layout)
             print(f"stopped: {', '.join(stopped)}" if stopped else "nothing was running")
         elif args.command == "demo":
-            stack.demo(layout)
+            from mtv.devstack import demo
+
+            return demo.run(layout)
         else:
             names = stack.running(layout)
             print(f"running: {', '.join(names)}" if names else "not running")

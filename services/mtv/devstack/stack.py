@@ -26,6 +26,13 @@ DEFAULT_KAFKA_PORTS = (29092, 29093)
 DEFAULT_SIM_PORT = 18989
 DEFAULT_HTTP_PORTS = {"inventory": 18081, "planner": 18082, "transfer": 18083, "converter": 18084}
 DEFAULT_INVENTORY_GRPC_PORT = 18091
+DEFAULT_PLANNER_GRPC_PORT = 18092
+DEFAULT_TRANSFER_WORKERS = 2  # the demo shows two workers sharing the disks (one consumer group)
+# Every port `make up` takes, by the variable that changes it (tests set them all to free ports).
+PORT_VARS = ("MTV_KAFKA_PORT", "MTV_KAFKA_CONTROLLER_PORT", "MTV_VSPHERE_PORT", "MTV_INVENTORY_HTTP_PORT",
+             "MTV_PLANNER_HTTP_PORT", "MTV_TRANSFER_HTTP_PORT", "MTV_CONVERTER_HTTP_PORT", "MTV_INVENTORY_GRPC_PORT",
+             "MTV_PLANNER_GRPC_PORT")
+APPROVER_ID = "local-admin"  # the approver `mtvctl plan approve` signs as on the local stack
 SIM_PROVIDER = "vsphere-sim"  # the simulator as the inventory's provider, registered by `make up`
 # The demo inventory: 3 VMs per resource pool on one cluster of 2 hosts, 2 disks and 2 NICs each.
 SIM_DEFAULTS = {"dc": 1, "cluster": 1, "host": 2, "standalone_host": 0, "vm": 3, "ds": 1, "pg": 1,
@@ -98,6 +105,7 @@ def up(layout: Layout) -> dict[str, str]:
     sim_port = _port("MTV_VSPHERE_PORT", DEFAULT_SIM_PORT)
     http_ports = {s: _port(f"MTV_{s.upper()}_HTTP_PORT", p) for s, p in DEFAULT_HTTP_PORTS.items()}
     grpc_port = _port("MTV_INVENTORY_GRPC_PORT", DEFAULT_INVENTORY_GRPC_PORT)
+    planner_port = _port("MTV_PLANNER_GRPC_PORT", DEFAULT_PLANNER_GRPC_PORT)
 
     _say("resolving Kafka jars and building the vSphere simulator (cached under ~/.cache/mtv)")
     kafka_broker.ensure_jars()
@@ -117,20 +125,28 @@ def up(layout: Layout) -> dict[str, str]:
             "MTV_VSPHERE_PASSWORD_FILE": str(sim.password_file),
             "MTV_VSPHERE_MANIFEST": str(sim.manifest),
         }
-        for service in SERVICES:
-            port = http_ports[service]
-            log = layout.logs / f"{service}.log"
-            extra = _inventory_env(layout, grpc_port) if service == "inventory" else {}
-            daemon = spawn(service, [sys.executable, "-m", f"mtv.{service}"], log, layout.pids,
-                           env={"MTV_KAFKA_BOOTSTRAP": broker.bootstrap, "MTV_HTTP_PORT": str(port), **extra},
+        config = _configure(layout)
+        env.update(config.client_env)
+        for name, service, port in _processes(http_ports):
+            log = layout.logs / f"{name}.log"
+            extra = config.service_env.get(service, {})
+            if service == "inventory":
+                extra = {**extra, "MTV_GRPC_PORT": str(grpc_port)}
+            if service == "planner":
+                extra = {**extra, "MTV_PLANNER_GRPC_PORT": str(planner_port)}
+            daemon = spawn(name, [sys.executable, "-m", f"mtv.{service}"], log, layout.pids,
+                           env={"MTV_KAFKA_BOOTSTRAP": broker.bootstrap, "MTV_HTTP_PORT": str(port),
+                                "MTV_INSTANCE_ID": name, **extra},
                            cwd=repo_root())
-            _wait_http_ready(service, daemon.pid, f"http://127.0.0.1:{port}/readyz", log)
+            _wait_http_ready(name, daemon.pid, f"http://127.0.0.1:{port}/readyz", log)
             if service == "inventory":
                 env["MTV_INVENTORY_GRPC"] = f"127.0.0.1:{grpc_port}"
                 _say(f"registering the simulator as provider {SIM_PROVIDER}: "
                      f"{_register_sim(env['MTV_INVENTORY_GRPC'], sim)}")
-            env[f"MTV_{service.upper()}_URL"] = f"http://127.0.0.1:{port}"
-            _say(f"{service} ready (metrics and health on http://127.0.0.1:{port})")
+            if service == "planner":
+                env["MTV_PLANNER_GRPC"] = f"127.0.0.1:{planner_port}"
+            env[f"MTV_{name.upper().replace('-', '_')}_URL"] = f"http://127.0.0.1:{port}"
+            _say(f"{name} ready (metrics and health on http://127.0.0.1:{port})")
     except BaseException:
         down(layout, quiet=True)
         raise
@@ -138,17 +154,63 @@ def up(layout: Layout) -> dict[str, str]:
     return env
 
 
-def _inventory_env(layout: Layout, grpc_port: int) -> dict[str, str]:
-    """The inventory's gRPC port and provider directory. The simulator's provider from an earlier run is
-    dropped (this run's simulator has a new password, maybe a new port); other providers are kept."""
+@dataclass(frozen=True)
+class StackConfig:
+    service_env: dict[str, dict[str, str]]  # extra environment per service
+    client_env: dict[str, str]  # what `. .run/env` gives a shell (mtvctl)
+
+
+def _configure(layout: Layout) -> StackConfig:
+    """Provider directory, approver key and target directory shared by the services of this stack.
+
+    The simulator's provider from an earlier run is dropped (this run's simulator has a new
+    password, maybe a new port); other providers are kept. The approver key is made once per
+    checkout and kept, like a real approver's.
+    """
+    import base64
+    import json
+    import secrets
     from contextlib import suppress
 
-    from mtv.provider_store import ProviderNotFound, ProviderStore
+    from mtv.provider_store import ProviderNotFound, ProviderStore, write_private
 
     providers = layout.root / "providers"
     with suppress(ProviderNotFound):
         ProviderStore(providers).remove(SIM_PROVIDER)
-    return {"MTV_GRPC_PORT": str(grpc_port), "MTV_PROVIDER_DIR": str(providers)}
+    approvers = layout.root / "approvers"
+    approvers.mkdir(parents=True, exist_ok=True)
+    key_file = approvers / f"{APPROVER_ID}.key"
+    if not key_file.exists():
+        write_private(key_file, base64.b64encode(secrets.token_bytes(32)).decode())
+    keys_file = approvers / "keys.json"
+    write_private(keys_file, json.dumps({APPROVER_ID: key_file.read_text().strip()}))
+    target = layout.root / "target"
+    provider_env = {"MTV_PROVIDER_DIR": str(providers)}
+    return StackConfig(
+        service_env={
+            "inventory": provider_env,
+            "transfer": provider_env,
+            "planner": {"MTV_APPROVER_KEYS_FILE": str(keys_file)},
+            "converter": {"MTV_LOCAL_TARGET_ROOT": str(target)},
+        },
+        client_env={"MTV_APPROVER_ID": APPROVER_ID, "MTV_APPROVER_KEY_FILE": str(key_file),
+                    "MTV_PROVIDER_DIR": str(providers), "MTV_TARGET_DIR": str(target)},
+    )
+
+
+def _processes(http_ports: dict[str, int]) -> list[tuple[str, str, int]]:
+    """(process name, service, health port) in start order; extra transfer workers get free ports."""
+    from mtv.devstack.process import free_port
+
+    raw = os.environ.get("MTV_TRANSFER_WORKERS", str(DEFAULT_TRANSFER_WORKERS)).strip()
+    if not raw.isdigit() or not 1 <= int(raw) <= 12:
+        raise StackError(f"MTV_TRANSFER_WORKERS={raw!r}: use 1-12 (the transfer topic has 12 partitions)")
+    procs = []
+    for service in SERVICES:
+        procs.append((service, service, http_ports[service]))
+        if service == "transfer":
+            procs += [(f"transfer-{i}", "transfer", free_port()) for i in range(2, int(raw) + 1)]
+    return procs
 
 
 def _register_sim(address: str, sim: vsphere_sim.SimHandle) -> str:
@@ -167,10 +229,12 @@ def _register_sim(address: str, sim: vsphere_sim.SimHandle) -> str:
 
 
 def down(layout: Layout, quiet: bool = False) -> list[str]:
-    """Stop everything in reverse order; return the names that were running."""
+    """Stop the services (every transfer worker too), then the simulator, then Kafka."""
     stopped = []
     layout.env_file.unlink(missing_ok=True)
-    for name in (*reversed(SERVICES), "vsphere-sim", "kafka"):
+    infra = ("vsphere-sim", "kafka")
+    services = sorted((p.stem for p in layout.pids.glob("*.pid") if p.stem not in infra), reverse=True)
+    for name in (*services, *infra):
         if stop_named(name, layout.pids, timeout=30.0):
             stopped.append(name)
             if not quiet:
@@ -184,23 +248,3 @@ def down(layout: Layout, quiet: bool = False) -> list[str]:
 def default_layout() -> Layout:
     return Layout(run_dir())
 
-
-def demo(layout: Layout) -> None:
-    """Today: start the stack, show the seeded source inventory, say what is not built yet, stop."""
-    import json
-
-    env = up(layout)
-    try:
-        manifest = json.loads(Path(env["MTV_VSPHERE_MANIFEST"]).read_text())
-        print(f"\nvSphere simulator {env['MTV_VSPHERE_URL']} ({env['MTV_VSPHERE_USER']}) holds:")
-        for vm in manifest.get("vms", []):
-            disks = vm.get("disks", [])
-            total = sum(int(d.get("size", 0)) for d in disks)
-            print(f"  {vm.get('name', '?'):24} {len(disks)} disk(s), {total / 2**20:.0f} MiB, "
-                  f"{len(vm.get('networks', []))} NIC(s) on {', '.join(vm.get('network_names', []))}")
-        print("\nNot built yet, so no migration runs in this demo: inventory discovery (issue #3), "
-              "disk transfer (#4), converter (#5), planner and approvals (#6), mtvctl watch and the "
-              "end-to-end flow (#7).")
-    finally:
-        print()
-        down(layout)

@@ -1,1 +1,1 @@
-"""Planner: plans, validation, signed approvals, and the per-VM migration saga (a faust app)."""
+"""Planner: plans, validation, signed approvals, and the per-VM migration saga (changelog-backed)."""

@@ -5,38 +5,39 @@ from __future__ import annotations
 import logging
 import sys
 
-import faust
+from confluent_kafka import KafkaException
 
-from mtv.planner.app import SERVICE, build_app
-from mtv.runtime import logging as mtv_logging
-from mtv.runtime.metrics import HealthServer
-from mtv.runtime.settings import ServiceSettings, load
+from mtv.bus import admin
+from mtv.planner.app import PlannerApp
+from mtv.planner.settings import ApproverKeys, PlannerSettings
+from mtv.planner.state import SERVICE
+from mtv.runtime.lifecycle import serve
+from mtv.runtime.settings import SettingsError, load
 
 log = logging.getLogger(__name__)
 
 
-class PlannerSettings(ServiceSettings):
-    pass
-
-
 def main() -> int:
     settings = load(PlannerSettings, SERVICE)
-    mtv_logging.setup(SERVICE, settings.log_level)
-    ready = {"assigned": False}
-    health = HealthServer(settings.http_host, settings.http_port, lambda: ready["assigned"])
-    health.start()
-    log.info("health endpoint on http://%s:%d", settings.http_host, health.port)
-    app = build_app(settings, handlers={}, on_assigned=lambda: ready.update(assigned=True))
-    # faust's worker turns SIGTERM into a graceful stop: the agent finishes its event, offsets commit.
-    worker = faust.Worker(app, loglevel=settings.log_level, override_logging=False, quiet=True)
     try:
-        worker.execute_from_commandline()
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    finally:
-        health.stop()
-    log.info("%s stopped (exit %d)", SERVICE, code)
-    return code
+        keys = ApproverKeys(settings.approver_keys_file)
+    except ValueError as exc:
+        raise SettingsError(f"mtv-{SERVICE}: refusing to start: MTV_APPROVER_KEYS_FILE: {exc}") from None
+    try:
+        # The planner publishes to topics nobody may have created yet (requests, statuses).
+        admin.ensure_topics(settings.kafka_bootstrap, timeout=30.0, quiet=True)
+    except KafkaException as exc:
+        raise SettingsError(f"mtv-{SERVICE}: cannot reach Kafka at {settings.kafka_bootstrap}: "
+                            f"{exc.args[0].str()}") from None
+    app = PlannerApp(settings, keys)
+
+    def run(stop: object, mark_ready: object) -> None:
+        if not keys.approvers:
+            log.warning("no approver keys (MTV_APPROVER_KEYS_FILE): every approval will be rejected")
+        app.run(stop, mark_ready)  # type: ignore[arg-type]
+
+    # serve(): JSON logs, /healthz /readyz /metrics, SIGTERM -> stop -> commit after a producer flush.
+    return serve(SERVICE, settings, run)
 
 
 if __name__ == "__main__":
