@@ -2,27 +2,27 @@
 
 from __future__ import annotations
 
+import faulthandler
+import signal
 import sys
+import threading
+from collections.abc import Callable
 
-from mtv import topics
-from mtv.bus import COMMIT_AFTER_EACH
-from mtv.runtime.event_service import run_event_service
-from mtv.runtime.settings import ServiceSettings, load
-
-SERVICE = "transfer"
-
-
-class TransferSettings(ServiceSettings):
-    pass
+from mtv.runtime.lifecycle import serve
+from mtv.runtime.settings import load
+from mtv.transfer.settings import TransferSettings
+from mtv.transfer.worker import SERVICE, TransferWorker
 
 
 def main() -> int:
     settings = load(TransferSettings, SERVICE)
-    # A disk copy is committed only when done, so commit after each request.
-    return run_event_service(
-        SERVICE, settings, "mtv-transfer", [topics.TRANSFER_REQUESTS], handlers={},
-        commit=COMMIT_AFTER_EACH,
-    )
+    # `kill -USR1 <pid>` prints every thread's stack to the log: where a stuck copy is stuck.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
+
+    def run(stop: threading.Event, mark_ready: Callable[[], None]) -> None:
+        TransferWorker(settings).run(stop, mark_ready)
+
+    return serve(SERVICE, settings, run)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,82 @@
+"""Every worker reads every cancel: its own consumer, assigned all partitions, no group membership.
+
+A cancel applies to a request published before it (compared by message timestamp), so a cancel
+that arrives while the request still waits in the queue stops it too, and a retry published after
+the cancel runs. Cancels older than the lookback are not read at start-up.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+
+from confluent_kafka import OFFSET_END, Consumer, KafkaException, TopicPartition
+
+from mtv import events
+from mtv.bus.codec import CodecError, decode
+
+log = logging.getLogger(__name__)
+
+
+class CancelWatcher:
+    def __init__(self, bootstrap: str, topic: str, lookback_seconds: int) -> None:
+        self._topic = topic
+        self._lookback = lookback_seconds
+        # Assigned, never subscribed or committed: the group id only satisfies the client.
+        self._consumer = Consumer({
+            "bootstrap.servers": bootstrap, "group.id": f"mtv-transfer-cancels-{uuid.uuid4()}",
+            "enable.auto.commit": False, "auto.offset.reset": "latest", "fetch.wait.max.ms": 100,
+        })
+        self._canceled: dict[str, tuple[int, str]] = {}  # transfer id -> (timestamp ms, reason)
+
+    def start(self, timeout: float = 60.0) -> None:
+        since = int((time.time() - self._lookback) * 1000)
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                meta = self._consumer.list_topics(self._topic, timeout=10).topics[self._topic]
+                wanted = [TopicPartition(self._topic, p, since) for p in meta.partitions]
+                found = self._consumer.offsets_for_times(wanted, timeout=10)
+                break
+            except KafkaException as exc:
+                # A topic created a moment ago has no partition leaders yet.
+                if time.monotonic() > deadline:
+                    raise
+                log.info("cancel topic not ready (%s); retrying", exc.args[0].str())
+                time.sleep(0.5)
+        # -1 means no message at or after `since`: start at the end.
+        self._consumer.assign([TopicPartition(tp.topic, tp.partition, tp.offset if tp.offset >= 0 else OFFSET_END)
+                               for tp in found])
+
+    def poll(self, max_messages: int = 500) -> int:
+        """Take in what has arrived (never blocks); return how many cancels were read."""
+        seen = 0
+        while seen < max_messages:
+            msg = self._consumer.poll(0)
+            if msg is None:
+                break
+            if msg.error() is not None:
+                continue
+            seen += 1
+            try:
+                event = decode(msg.value())
+            except CodecError as exc:
+                log.warning("ignoring an unreadable cancel at %s[%d]@%d: %s", msg.topic(), msg.partition(),
+                            msg.offset(), exc)
+                continue
+            if events.payload_field(event) != "disk_transfer_cancel_requested":
+                continue
+            cancel = event.disk_transfer_cancel_requested
+            stamp = msg.timestamp()[1]
+            if stamp >= self._canceled.get(cancel.transfer_id, (-1, ""))[0]:
+                self._canceled[cancel.transfer_id] = (stamp, cancel.reason or "cancel requested")
+        return seen
+
+    def canceled(self, transfer_id: str, requested_at_ms: int) -> str | None:
+        """The reason if `transfer_id` was canceled at or after its request was published."""
+        stamp, reason = self._canceled.get(transfer_id, (-1, ""))
+        return reason if stamp >= requested_at_ms else None
+
+    def close(self) -> None:
+        self._consumer.close()
