@@ -4,6 +4,7 @@ transfer worker processes — migrating every simulator VM (2 disks, 2 NICs each
 from __future__ import annotations
 
 import os
+import urllib.request
 import uuid
 from collections import defaultdict
 from pathlib import Path
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 from confluent_kafka import Consumer
+from prometheus_client.parser import text_string_to_metric_families
 
 from mtv import topics
 from mtv.bus.codec import decode
@@ -44,6 +46,13 @@ def _history(bootstrap: str, plan_id: str) -> dict[str, list[str]]:
     return dict(phases)
 
 
+def _metrics(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    with urllib.request.urlopen(f"{url}/metrics", timeout=5) as resp:
+        text = resp.read().decode()
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
+
+
 def test_cold_migration_of_every_simulator_vm(tmp_path: Path) -> None:
     layout = stack.Layout(tmp_path / "run")
     env_vars = {var: str(free_port()) for var in stack.PORT_VARS}
@@ -54,6 +63,8 @@ def test_cold_migration_of_every_simulator_vm(tmp_path: Path) -> None:
         try:
             result = demo.migrate(env, layout, timeout=600)
             history = _history(env["MTV_KAFKA_BOOTSTRAP"], result.plan_id)
+            planner_metrics = _metrics(env["MTV_PLANNER_URL"])
+            transfer_metrics = [_metrics(env["MTV_TRANSFER_URL"]), _metrics(env["MTV_TRANSFER_2_URL"])]
         finally:
             stack.down(layout)
     finally:
@@ -85,6 +96,12 @@ def test_cold_migration_of_every_simulator_vm(tmp_path: Path) -> None:
         assert sum("pod" in n for n in spec["networks"]) <= 1 and any("multus" in n for n in spec["networks"])
         assert vm["metadata"]["annotations"]["mtv.konveyor.io/source-vm-id"]
     assert {dv["metadata"]["namespace"] for dv in kinds["DataVolume"]} == {demo.NAMESPACE}
+
+    # Metrics: three migrations completed, none in flight, every disk's bytes counted by the workers.
+    assert planner_metrics[("mtv_migrations_total", (("status", "completed"),))] == 3
+    assert planner_metrics[("mtv_vms_in_flight", ())] == 0
+    copied = sum(m.get(("mtv_disk_transfer_bytes_total", (("result", "completed"),)), 0) for m in transfer_metrics)
+    assert copied == sum(d.total for d in plan.disks.values())
 
     # A complete event history per VM, in itinerary order.
     assert len(history) == 3

@@ -66,6 +66,10 @@ def test_up_writes_env_and_down_leaves_nothing(tmp_path: Path) -> None:
         assert {vm["id"]: vm["name"] for vm in vms} == {vm["moref"]: vm["name"] for vm in manifest["vms"]}
         assert all(len(vm["disks"]) == 2 and len(vm["nics"]) == 2 for vm in vms)
 
+        status = _shell(run, f"{sys.executable} -m mtv.cli status")
+        assert status.returncode == 0, status.stdout + status.stderr
+        assert "ok   provider vsphere-sim" in status.stdout and "BAD" not in status.stdout
+
         again = _stack("up", env)
         assert again.returncode != 0 and "already running" in again.stderr
     finally:

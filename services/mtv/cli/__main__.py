@@ -21,6 +21,7 @@ EPILOG = """examples:
   mtvctl inventory vms --provider vc1 -o json
   mtvctl plan create -f plan.yaml && mtvctl plan approve web-tier
   mtvctl watch web-tier
+  mtvctl status
 """
 
 
@@ -59,6 +60,12 @@ def cmd_watch(args: argparse.Namespace) -> int:
     return watch.run(_bootstrap(args), args.plan, until_done=bool(args.plan), timeout=args.timeout)
 
 
+def cmd_status(args: argparse.Namespace) -> int:
+    from mtv.cli import status
+
+    return status.run()
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="mtvctl", description="Migration Toolkit for Virtualization client.",
                                   epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -75,6 +82,8 @@ def parser() -> argparse.ArgumentParser:
     w.add_argument("--bootstrap", help="Kafka bootstrap servers (default: $MTV_KAFKA_BOOTSTRAP)")
     w.add_argument("--timeout", type=float, default=0.0, help="give up after this many seconds (0: never)")
     w.set_defaults(func=cmd_watch)
+    sub.add_parser("status", help="is everything up: broker, services, providers, plans (exit 1 if not)") \
+        .set_defaults(func=cmd_status)
     inventory_cli.add_parsers(sub)
     plan_client.add_parser(sub)
     return top

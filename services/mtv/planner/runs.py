@@ -16,6 +16,7 @@ from mtv.planner.itinerary import fail
 from mtv.planner.records import Phase, PlanPhase, PlanRecord, VmRecord
 from mtv.planner.state import PlannerState
 from mtv.planner.vm_events import Ctx, Input, Outcome, Start, Tick
+from mtv.runtime import metrics
 from mtv.v1 import event_pb2
 
 log = logging.getLogger(__name__)
@@ -55,6 +56,7 @@ def apply(st: PlannerState, old: VmRecord | None, out: Outcome, cause: event_pb2
         if reschedule:
             schedule(st, new.plan_id, cause)
     if new.phase.terminal and (old is None or not old.phase.terminal):
+        metrics.MIGRATIONS.labels(new.phase.value).inc()
         check_finished(st, new.plan_id, cause)
     if out.rejected:
         raise Rejected(out.rejected)

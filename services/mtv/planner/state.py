@@ -27,6 +27,7 @@ from mtv.planner.records import DiskPhase, Phase, PlanPhase, PlanRecord, SpecRec
 from mtv.planner.status import Tally
 from mtv.planner.validation import ResolvedVm, Validation
 from mtv.planner.vm_events import Timeouts
+from mtv.runtime import metrics
 from mtv.v1 import event_pb2
 
 log = logging.getLogger(__name__)
@@ -125,6 +126,9 @@ class PlannerState:
     # -- writing --------------------------------------------------------------------------------
 
     def put_plan(self, plan: PlanRecord) -> None:
+        old = self.store.plans.get(plan.plan_id)
+        # The one place a plan's slots change, so the gauge follows every start and release.
+        metrics.VMS_IN_FLIGHT.inc(len(plan.in_flight) - (len(old.in_flight) if old else 0))
         self.store.plans[plan.plan_id] = plan
 
     def put_vm(self, old: VmRecord | None, new: VmRecord) -> None:

@@ -23,6 +23,7 @@ from prometheus_client import Counter
 from mtv import events
 from mtv.bus import DeliveryError, Publisher
 from mtv.provider_store import ProviderNotFound, ProviderStore
+from mtv.runtime import metrics
 from mtv.transfer.checkpoint import Checkpoint, CheckpointStore, Start, decide
 from mtv.transfer.copier import Copier, CopyOptions, CopyResult, CopyState, StopSignal
 from mtv.transfer.errors import (
@@ -95,6 +96,7 @@ class Reporter:
         if not self._throttle.due(now, done, spec.size, self.phase):
             return
         rate = self._rate.rate()
+        metrics.DISK_TRANSFER_THROUGHPUT.set(rate)
         self._job.publish(transfer_pb2.DiskTransferProgress(
             transfer_id=spec.transfer_id, plan_id=spec.plan_id, vm_id=spec.vm_id, bytes_done=done,
             bytes_total=spec.size, rate_bytes_per_second=rate, eta_seconds=eta_seconds(done, spec.size, rate),
@@ -236,6 +238,8 @@ class TransferJob:
     def _complete(self, result: CopyResult, seconds: float) -> None:
         spec, state = self.spec, result.state
         BYTES_WRITTEN.inc(state.bytes_written - self._written_before)
+        metrics.DISK_TRANSFER_BYTES.labels("completed").inc(spec.size)
+        metrics.DISK_TRANSFER_THROUGHPUT.set(0)
         self.publish(transfer_pb2.DiskTransferCompleted(
             transfer_id=spec.transfer_id, plan_id=spec.plan_id, vm_id=spec.vm_id, sha256=result.sha256,
             bytes_total=spec.size, bytes_written=state.bytes_written, bytes_holes=state.bytes_holes,
