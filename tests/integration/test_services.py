@@ -14,9 +14,9 @@ import urllib.request
 import uuid
 
 import pytest
-from confluent_kafka import Consumer
 from prometheus_client.parser import text_string_to_metric_families
 
+from fixtures.dlq import find_dlq
 from mtv import topics
 from mtv.bus import Publisher, admin, dlq
 from mtv.devstack.process import free_port
@@ -66,7 +66,7 @@ def test_service_lifecycle(service: str, kafka_bootstrap: str) -> None:
         publisher = Publisher(kafka_bootstrap, "test")
         publisher.publish_raw(SERVICES[service].name, key, b"\x08\x96\x01 definitely not an Event")
         publisher.flush()
-        dead = _find_dlq(kafka_bootstrap, key)
+        dead = find_dlq(kafka_bootstrap, key, timeout=90)
         headers = dlq.headers_dict(dead)
         assert headers[dlq.CONSUMER] == service
         assert headers[dlq.ORIGIN_TOPIC] == SERVICES[service].name
@@ -94,20 +94,6 @@ def test_service_lifecycle(service: str, kafka_bootstrap: str) -> None:
             proc.kill()
             proc.wait()
 
-
-def _find_dlq(bootstrap: str, key: bytes, timeout: float = 90.0):  # noqa: ANN202
-    reader = Consumer({"bootstrap.servers": bootstrap, "group.id": f"dlq-{uuid.uuid4()}",
-                       "auto.offset.reset": "earliest"})
-    reader.subscribe([topics.DLQ.name])
-    deadline = time.monotonic() + timeout
-    try:
-        while time.monotonic() < deadline:
-            msg = reader.poll(0.5)
-            if msg is not None and not msg.error() and msg.key() == key:
-                return msg
-    finally:
-        reader.close()
-    raise AssertionError(f"no DLQ message with key {key!r}")
 
 
 def test_missing_setting_refuses_to_start_naming_it() -> None:

@@ -13,14 +13,12 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-from confluent_kafka import Consumer
 
 from fixtures.cdi_upload import CdiUploadServer
+from fixtures.dlq import find_dlq
 from fixtures.transfer import Pool, allocated, datastore_file, file_sha256, sim_disks
-from mtv import topics
 from mtv.bus import dlq
 from mtv.devstack.vsphere_sim import SimHandle
 from mtv.v1 import transfer_pb2
@@ -139,7 +137,7 @@ def test_bad_input_fails_with_an_actionable_reason_and_the_worker_keeps_serving(
     assert isinstance(done, transfer_pb2.DiskTransferCompleted) and done.sha256 == disk["sha256"]
     assert worker.proc.poll() is None
 
-    headers = dlq.headers_dict(_dlq_message(pool.bootstrap, garbage_key))
+    headers = dlq.headers_dict(find_dlq(pool.bootstrap, garbage_key))
     assert headers[dlq.CONSUMER] == "transfer"
     assert headers[dlq.ORIGIN_TOPIC] == pool.topics.requests.name
     assert headers[dlq.ERROR_REASON] == "invalid_protobuf"
@@ -148,20 +146,6 @@ def test_bad_input_fails_with_an_actionable_reason_and_the_worker_keeps_serving(
     text = worker.log.read_text() + "".join(str(s.payload) for s in pool.recorder.seen)
     assert vsphere_sim.password not in text and "vmware_soap_session" not in text
 
-
-def _dlq_message(bootstrap: str, key: bytes, timeout: float = 30.0) -> Any:
-    reader = Consumer({"bootstrap.servers": bootstrap, "group.id": f"dlq-{uuid.uuid4()}",
-                       "auto.offset.reset": "earliest"})
-    reader.subscribe([topics.DLQ.name])
-    deadline = time.monotonic() + timeout
-    try:
-        while time.monotonic() < deadline:
-            msg = reader.poll(0.5)
-            if msg is not None and not msg.error() and msg.key() == key:
-                return msg
-    finally:
-        reader.close()
-    raise AssertionError(f"no DLQ message with key {key!r}")
 
 
 def test_cdi_upload_sink_streams_the_disk(pool: Pool, vsphere_sim: SimHandle, cdi_upload: CdiUploadServer) -> None:
