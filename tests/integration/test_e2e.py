@@ -95,7 +95,7 @@ def test_cold_migration_of_every_simulator_vm(tmp_path: Path) -> None:
         assert len(nics) == 2 and all(n.get("macAddress") for n in nics)
         assert sum("pod" in n for n in spec["networks"]) <= 1 and any("multus" in n for n in spec["networks"])
         assert vm["metadata"]["annotations"]["mtv.konveyor.io/source-vm-id"]
-    assert {dv["metadata"]["namespace"] for dv in kinds["DataVolume"]} == {demo.NAMESPACE}
+    assert {dv["metadata"]["namespace"] for dv in kinds["DataVolume"]} == {result.target.name}
 
     # Metrics: three migrations completed, none in flight, every disk's bytes counted by the workers.
     assert planner_metrics[("mtv_migrations_total", (("status", "completed"),))] == 3

@@ -6,6 +6,7 @@ status topics, so it works from any machine that reaches the broker.
 
 from __future__ import annotations
 
+import sys
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -194,7 +195,8 @@ def follow(bootstrap: str, plan: str = "", until_done: bool = True, timeout: flo
     """Render live until the plan ends (or `timeout`); return the final state."""
     from confluent_kafka import Consumer
 
-    console = console or Console()
+    # Piped or logged output gets a wide fixed width instead of rich's 80 columns.
+    console = console or Console(width=None if sys.stdout.isatty() else 150)
     state = WatchState(plan)
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"mtvctl-watch-{uuid.uuid4()}",
                          "auto.offset.reset": "earliest", "enable.auto.commit": False, "log_level": 2})

@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,24 +23,27 @@ from mtv.cli import watch
 from mtv.devstack import stack
 from mtv.devstack.process import StackError
 
-PLAN_NAME = "demo"
-NAMESPACE = "demo"
+
+def run_name() -> str:
+    """Plan name and target namespace of one demo run: Kafka keeps earlier runs' plans (an approved plan
+    never changes), so every run migrates under a new name, e.g. demo-20261127-152501."""
+    return time.strftime("demo-%Y%m%d-%H%M%S")
 
 
-def plan_document(manifest: dict[str, Any], target_dir: Path) -> dict[str, Any]:
+def plan_document(manifest: dict[str, Any], target_dir: Path, name: str) -> dict[str, Any]:
     """The demo plan: every VM; the first network to the pod network, the others to Multus."""
     networks = sorted({n for vm in manifest["vms"] for n in vm.get("network_names", [])})
     datastores = sorted({d["datastore"] for vm in manifest["vms"] for d in vm["disks"]})
     network_map = [{"source": {"name": networks[0]}, "destination": {"type": "pod"}}] if networks else []
-    for i, name in enumerate(networks[1:], start=1):
-        network_map.append({"source": {"name": name},
-                            "destination": {"type": "multus", "namespace": NAMESPACE, "name": f"net-{i}"}})
+    for i, network in enumerate(networks[1:], start=1):
+        network_map.append({"source": {"name": network},
+                            "destination": {"type": "multus", "namespace": name, "name": f"net-{i}"}})
     return {
-        "name": PLAN_NAME,
+        "name": name,
         "description": "make demo: every simulator VM to the local target",
         "provider": {"source": stack.SIM_PROVIDER},
         "target": {"type": "local", "path": str(target_dir)},
-        "targetNamespace": NAMESPACE,
+        "targetNamespace": name,
         "type": "cold",
         "targetPowerState": "auto",
         "maxInFlight": 10,
@@ -124,7 +128,7 @@ def _print_table(rows: list[ChecksumRow]) -> None:
     for r in rows:
         table.add_row(r.vm, str(r.disk_key), r.source[:16], r.reported[:16], r.target[:16],
                       "[green]yes[/]" if r.ok else "[red]NO[/]")
-    Console().print(table)
+    Console(width=None if sys.stdout.isatty() else 150).print(table)
 
 
 @dataclass(frozen=True)
@@ -144,11 +148,12 @@ def migrate(env: dict[str, str], layout: stack.Layout, timeout: float = 900.0) -
     manifest = json.loads(Path(env["MTV_VSPHERE_MANIFEST"]).read_text())
     target_root = Path(env["MTV_TARGET_DIR"])
     plan_file = layout.root / "demo-plan.yaml"
-    plan_file.write_text(yaml.safe_dump(plan_document(manifest, target_root), sort_keys=False))
+    name = run_name()
+    plan_file.write_text(yaml.safe_dump(plan_document(manifest, target_root, name), sort_keys=False))
     print(f"\nplan file: {plan_file}", flush=True)
     _mtvctl(env, "plan", "create", "-f", str(plan_file))
-    _mtvctl(env, "plan", "approve", PLAN_NAME)
-    plan_id = _plan_id(env)
+    _mtvctl(env, "plan", "approve", name)
+    plan_id = _plan_id(env, name)
     print(f"$ mtvctl watch {plan_id}", flush=True)
     state = watch.follow(env["MTV_KAFKA_BOOTSTRAP"], plan_id, until_done=True, timeout=timeout)
     view = state.plans.get(plan_id)
@@ -156,8 +161,8 @@ def migrate(env: dict[str, str], layout: stack.Layout, timeout: float = 900.0) -
     for disk in (view.disks.values() if view else ()):
         _plan, vm_id, key = disk.transfer_id.rsplit("/", 2)
         reported[(vm_id, int(key))] = disk.sha256
-    rows = checksum_rows(manifest, target_root / NAMESPACE, reported)
-    return DemoResult(plan_id, state, rows, target_root / NAMESPACE)
+    rows = checksum_rows(manifest, target_root / name, reported)
+    return DemoResult(plan_id, state, rows, target_root / name)
 
 
 def run(layout: stack.Layout, timeout: float = 900.0) -> int:
@@ -174,11 +179,11 @@ def run(layout: stack.Layout, timeout: float = 900.0) -> int:
         stack.down(layout)
 
 
-def _plan_id(env: dict[str, str]) -> str:
+def _plan_id(env: dict[str, str], name: str) -> str:
     import grpc
 
     from mtv.v1 import planner_service_pb2, planner_service_pb2_grpc
 
     with grpc.insecure_channel(env["MTV_PLANNER_GRPC"]) as channel:
         stub = planner_service_pb2_grpc.PlannerServiceStub(channel)
-        return str(stub.GetPlan(planner_service_pb2.GetPlanRequest(name=PLAN_NAME), timeout=10).plan.plan_id)
+        return str(stub.GetPlan(planner_service_pb2.GetPlanRequest(name=name), timeout=10).plan.plan_id)
