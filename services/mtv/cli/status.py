@@ -13,13 +13,7 @@ from dataclasses import dataclass
 
 import grpc
 
-from mtv.v1 import (
-    inventory_service_pb2,
-    inventory_service_pb2_grpc,
-    plan_pb2,
-    planner_service_pb2,
-    planner_service_pb2_grpc,
-)
+from mtv.v1 import inventory_service_pb2, plan_pb2, planner_service_pb2
 
 SERVICE_URL_VARS = ("MTV_INVENTORY_URL", "MTV_PLANNER_URL", "MTV_TRANSFER_URL", "MTV_CONVERTER_URL")
 
@@ -58,13 +52,12 @@ def check_service(var: str, url: str) -> Check:
 
 
 def check_providers(address: str) -> list[Check]:
-    from mtv.inventory.cli import phase_name
+    from mtv.inventory.cli import phase_name, stub_for
 
     if not address:
         return [Check("providers", False, "MTV_INVENTORY_GRPC not set")]
     try:
-        stub = inventory_service_pb2_grpc.InventoryServiceStub(grpc.insecure_channel(address))
-        listed = stub.ListProviders(inventory_service_pb2.ListProvidersRequest(), timeout=5).providers
+        listed = stub_for(address).ListProviders(inventory_service_pb2.ListProvidersRequest(), timeout=5).providers
     except grpc.RpcError as exc:
         return [Check("providers", False, f"{address}: {exc.code().name.lower()}")]
     if not listed:
@@ -74,11 +67,12 @@ def check_providers(address: str) -> list[Check]:
 
 
 def check_plans(address: str) -> list[Check]:
+    from mtv.planner.client import stub_for
+
     if not address:
         return [Check("plans", False, "MTV_PLANNER_GRPC not set")]
     try:
-        stub = planner_service_pb2_grpc.PlannerServiceStub(grpc.insecure_channel(address))
-        plans = stub.ListPlans(planner_service_pb2.ListPlansRequest(), timeout=5).plans
+        plans = stub_for(address).ListPlans(planner_service_pb2.ListPlansRequest(), timeout=5).plans
     except grpc.RpcError as exc:
         return [Check("plans", False, f"{address}: {exc.code().name.lower()}")]
     if not plans:

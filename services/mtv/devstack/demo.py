@@ -180,10 +180,8 @@ def run(layout: stack.Layout, timeout: float = 900.0) -> int:
 
 
 def _plan_id(env: dict[str, str], name: str) -> str:
-    import grpc
+    from mtv.planner.client import stub_for
+    from mtv.v1 import planner_service_pb2
 
-    from mtv.v1 import planner_service_pb2, planner_service_pb2_grpc
-
-    with grpc.insecure_channel(env["MTV_PLANNER_GRPC"]) as channel:
-        stub = planner_service_pb2_grpc.PlannerServiceStub(channel)
-        return str(stub.GetPlan(planner_service_pb2.GetPlanRequest(name=name), timeout=10).plan.plan_id)
+    request = planner_service_pb2.GetPlanRequest(name=name)
+    return str(stub_for(env["MTV_PLANNER_GRPC"]).GetPlan(request, timeout=10).plan.plan_id)

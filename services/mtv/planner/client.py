@@ -37,6 +37,10 @@ def _stub(args: argparse.Namespace) -> planner_service_pb2_grpc.PlannerServiceSt
     address = args.planner or os.environ.get("MTV_PLANNER_GRPC", "")
     if not address:
         raise _fail("no planner: pass --planner HOST:PORT or set MTV_PLANNER_GRPC (`. .run/env`)")
+    return stub_for(address)
+
+
+def stub_for(address: str) -> planner_service_pb2_grpc.PlannerServiceStub:
     return planner_service_pb2_grpc.PlannerServiceStub(grpc.insecure_channel(address))
 
 
