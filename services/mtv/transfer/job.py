@@ -152,7 +152,7 @@ class TransferJob:
         spec = self.spec
         self.signal.check()
         previous = self.ctx.checkpoints.load(spec.transfer_id)
-        sink = open_sink(spec, self.ctx)
+        sink = open_sink(spec, self.ctx, self.signal)
         self._resumable = sink.resumable
         start, why = decide(spec, previous, sink.resumable)
         log.info("transfer %s: %s (%s)", spec.transfer_id, start.value, why, extra={"transfer_id": spec.transfer_id})
@@ -290,15 +290,37 @@ def open_source(spec: TransferSpec, ctx: JobContext) -> Source:
     return VsphereSource(file, record, password, concurrency=ctx.settings.transfer_concurrency)
 
 
-def open_sink(spec: TransferSpec, ctx: JobContext) -> Sink:
+def open_sink(spec: TransferSpec, ctx: JobContext, signal: StopSignal) -> Sink:
     if not isinstance(spec.sink, CdiUploadSpec):
         return LocalFileSink(spec.sink.path)
-    ref = spec.sink.token_ref
+    sink = spec.sink
+    ref = sink.token_ref
+    if not ref:
+        return CdiUploadSink(sink, lambda: _requested_token(sink, ctx.settings, signal),
+                             f"an UploadTokenRequest for {sink.namespace}/{sink.pvc_name}")
     if not SECRET_NAME.match(ref):
         raise InvalidRequest(f"sink.cdi_upload.token_ref {ref!r} is not a secret name")
+    return CdiUploadSink(sink, lambda: _secret_token(ref, ctx.settings.secret_dir), f"secret {ref!r}")
+
+
+def _secret_token(ref: str, secret_dir: Path) -> str:
+    """A static token (sink.cdi_upload.token_ref): an explicit override of the per-copy token request."""
     try:
-        token = (ctx.settings.secret_dir / ref).read_text().strip()
+        return (secret_dir / ref).read_text().strip()
     except OSError:
         raise SinkRejected(f"upload token secret {ref!r} is not available to the transfer worker "
-                           f"({ctx.settings.secret_dir}): create it, then retry the disk") from None
-    return CdiUploadSink(spec.sink, token)
+                           f"({secret_dir}): create it, then retry the disk") from None
+
+
+def _requested_token(sink: CdiUploadSpec, settings: TransferSettings, signal: StopSignal) -> str:
+    """A new token for this copy from the cluster, once CDI's upload server for the PVC is ready."""
+    from mtv.transfer.cdi_tokens import fresh_token  # the kubernetes client only where uploads happen
+
+    def sleep(seconds: float) -> None:
+        signal.wait(seconds)
+        signal.check()  # a cancel or a stopping worker ends the wait at once
+
+    log.info("waiting for DataVolume %s/%s to be UploadReady, then requesting an upload token", sink.namespace,
+             sink.pvc_name)
+    return fresh_token(sink.namespace, sink.pvc_name, kubeconfig=settings.transfer_kubeconfig,
+                       timeout=settings.transfer_upload_ready_timeout, sleep=sleep)

@@ -21,6 +21,11 @@ class TransferSettings(ServiceSettings):
     transfer_topic_prefix: str = Field("", description="prefix for the transfer topics (tests)")
     provider_dir: Path = Field(Path(".run/providers"), description="provider store (MTV_PROVIDER_DIR)")
     secret_dir: Path = Field(Path(".run/secrets"), description="upload tokens by token_ref (MTV_SECRET_DIR)")
+    # CDI upload tokens are per PVC and short-lived, so the worker requests one per copy from the target.
+    transfer_kubeconfig: str = Field("", description="kubeconfig of the target cluster for CDI upload tokens "
+                                                     "(empty: $KUBECONFIG, else the in-cluster ServiceAccount)")
+    transfer_upload_ready_timeout: float = Field(600.0, gt=0, description="seconds to wait for a DataVolume to "
+                                                                          "become UploadReady")
     transfer_chunk_bytes: int = Field(8 * MiB, ge=64 * 1024, description="bytes per ranged read")
     transfer_concurrency: int = Field(4, ge=1, le=64, description="parallel ranged reads per disk")
     transfer_hole_block: int = Field(4096, ge=512, description="granularity of hole detection")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import http.client
 import os
 import ssl
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Protocol
 from urllib.parse import urlparse
@@ -113,15 +113,19 @@ class LocalFileSink:
 class CdiUploadSink:
     """Streams the raw image in one `POST /v1beta1/upload` with `Authorization: Bearer <token>`.
 
-    One request carries the whole disk, so it cannot resume: a retry uploads from byte 0.
+    One request carries the whole disk, so it cannot resume: a retry uploads from byte 0. The token is
+    obtained in `open` (CDI's tokens live minutes: take it right before the upload, not when the request
+    arrives); `token_source` says where it came from, for messages (never the token).
     """
 
     resumable = False
     ordered = True
 
-    def __init__(self, spec: CdiUploadSpec, token: str, timeout: float = 60.0) -> None:
+    def __init__(self, spec: CdiUploadSpec, token: Callable[[], str], token_source: str,
+                 timeout: float = 60.0) -> None:
         self.spec = spec
-        self._token = token
+        self._get_token = token
+        self._token_source = token_source
         self._timeout = timeout
         self._conn: http.client.HTTPSConnection | None = None
         self._pos = 0
@@ -143,12 +147,13 @@ class CdiUploadSink:
     def open(self, size: int, resume_from: int) -> None:
         if resume_from:
             raise SinkError("an upload stream cannot resume; start from byte 0")
+        token = self._get_token()
         url = urlparse(self.spec.url)
         self._conn = http.client.HTTPSConnection(url.hostname or "", url.port or 443, timeout=self._timeout,
                                                  context=self._context())
         try:
             self._conn.putrequest("POST", self._path)
-            self._conn.putheader("Authorization", f"Bearer {self._token}")
+            self._conn.putheader("Authorization", f"Bearer {token}")
             self._conn.putheader("Content-Type", "application/octet-stream")
             self._conn.putheader("Content-Length", str(size))
             self._conn.endheaders()
@@ -188,8 +193,9 @@ class CdiUploadSink:
             return
         pvc = f"{self.spec.namespace}/{self.spec.pvc_name}"
         if status in (401, 403):
-            raise SinkRejected(f"the upload proxy refused the token from secret {self.spec.token_ref!r} for PVC {pvc} "
-                               f"(HTTP {status}): the token expired or is for another PVC; create a new one")
+            raise SinkRejected(f"the upload proxy refused the token from {self._token_source} for PVC {pvc} "
+                               f"(HTTP {status}): the token expired or is for another PVC; retry the disk for a new "
+                               "one (a static token_ref secret must be replaced first)")
         if status >= 500:
             raise SinkUnavailable(f"the upload proxy failed (HTTP {status}): {body[:200]}")
         raise SinkRejected(f"the upload proxy rejected the upload to PVC {pvc} (HTTP {status}): {body[:200]}")

@@ -45,7 +45,7 @@ class FileSinkSpec:
 @dataclass(frozen=True)
 class CdiUploadSpec:
     url: str
-    token_ref: str  # name of the secret holding the token; never the token
+    token_ref: str  # name of a secret holding a static token, never the token; "" = request one per copy
     namespace: str
     pvc_name: str
     ca_pem: str = ""
@@ -117,7 +117,7 @@ def _sink(sink: transfer_pb2.DiskSink) -> Sink:
         url = urlparse(c.url)
         if url.scheme != "https" or not url.hostname:
             raise InvalidRequest(f"sink.cdi_upload.url {c.url!r}: expected https://HOST[:PORT]/v1beta1/upload")
-        if not c.token_ref:
-            raise InvalidRequest("sink.cdi_upload.token_ref must name the secret holding the upload token")
+        if not c.namespace or not c.pvc_name:
+            raise InvalidRequest("sink.cdi_upload.namespace and pvc_name must name the PVC to upload to")
         return CdiUploadSpec(c.url, c.token_ref, c.namespace, c.pvc_name, c.ca_pem, c.insecure_skip_verify)
     raise InvalidRequest("sink is not set: give sink.file (sparse raw file) or sink.cdi_upload")
