@@ -44,6 +44,7 @@ REQUIRED: Mapping[str, tuple[str, ...]] = {
     "disk_transfer_completed": ("transfer_id", "sha256"),
     "disk_transfer_failed": ("transfer_id", "reason"),
     "transfer_checkpoint": ("transfer_id",),
+    "transfer_worker_status": ("worker", "group_id", "requests_topic", "state"),
     "target_prepare_requested": ("plan_id", "vm", "plan", "target_name"),
     "target_prepared": ("plan_id", "vm_id"),
     "convert_requested": ("plan_id", "vm", "plan", "target_name"),

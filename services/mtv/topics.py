@@ -26,6 +26,7 @@ class KeyBy(Enum):
     PLAN = "plan id"
     PLAN_VM = "plan id/vm id"
     TRANSFER = "transfer id (plan id/vm id/disk key)"
+    WORKER = "transfer worker name"
     ORIGINAL = "the original message's key"
 
 
@@ -70,12 +71,16 @@ TRANSFER_RESULTS = Topic("mtv.transfer.results.v1", KeyBy.TRANSFER, 12, "complet
 TRANSFER_CHECKPOINTS = Topic(
     "mtv.transfer.checkpoints.v1", KeyBy.TRANSFER, 12, "resume point per disk", compacted=True
 )
+TRANSFER_WORKERS = Topic(
+    "mtv.transfer.workers.v1", KeyBy.WORKER, 3, "what each transfer worker is doing (hand-off, mtvctl status)",
+    compacted=True,
+)
 DLQ = Topic("mtv.dlq.v1", KeyBy.ORIGINAL, 3, "messages that could not be processed, with the reason", public=True)
 
 ALL: tuple[Topic, ...] = (
     PROVIDER_EVENTS, PROVIDER_COMMANDS, INVENTORY_EVENTS, INVENTORY_STATE, PLAN_COMMANDS, PLAN_APPROVALS,
     PLAN_EVENTS, VM_STATUS, TARGET_REQUESTS, TARGET_RESULTS, TRANSFER_REQUESTS, TRANSFER_CANCELS,
-    TRANSFER_PROGRESS, TRANSFER_RESULTS, TRANSFER_CHECKPOINTS, DLQ,
+    TRANSFER_PROGRESS, TRANSFER_RESULTS, TRANSFER_CHECKPOINTS, TRANSFER_WORKERS, DLQ,
 )
 BY_NAME: dict[str, Topic] = {t.name: t for t in ALL}
 
@@ -131,6 +136,7 @@ ROUTES: dict[str, _Route] = {
     "disk_transfer_completed": (TRANSFER_RESULTS, lambda p: p.transfer_id),
     "disk_transfer_failed": (TRANSFER_RESULTS, lambda p: p.transfer_id),
     "transfer_checkpoint": (TRANSFER_CHECKPOINTS, lambda p: p.transfer_id),
+    "transfer_worker_status": (TRANSFER_WORKERS, lambda p: p.worker),
 }
 
 

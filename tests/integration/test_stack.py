@@ -56,7 +56,7 @@ def test_up_writes_env_and_down_leaves_nothing(tmp_path: Path) -> None:
         assert exported["MTV_PLANNER_GRPC"] == f"127.0.0.1:{env['MTV_PLANNER_GRPC_PORT']}"
         assert Path(exported["MTV_VSPHERE_PASSWORD_FILE"]).stat().st_mode & 0o077 == 0
         assert Path(exported["MTV_APPROVER_KEY_FILE"]).stat().st_mode & 0o077 == 0
-        assert "created 0 topic(s); 16 already existed" in shell.stdout  # make up created them all
+        assert "created 0 topic(s); 17 already existed" in shell.stdout  # make up created them all
 
         # The simulator is the inventory's provider: mtvctl lists its VMs with their disks and NICs.
         listed = _shell(run, f"{sys.executable} -m mtv.cli inventory vms --provider vsphere-sim -o json")
@@ -69,6 +69,9 @@ def test_up_writes_env_and_down_leaves_nothing(tmp_path: Path) -> None:
         status = _shell(run, f"{sys.executable} -m mtv.cli status")
         assert status.returncode == 0, status.stdout + status.stderr
         assert "ok   provider vsphere-sim" in status.stdout and "BAD" not in status.stdout
+        # The stack's two transfer workers, idle, from their statuses on the workers topic.
+        workers = [line for line in status.stdout.splitlines() if line.startswith("ok   worker ")]
+        assert len(workers) == 2 and all("idle, " in line for line in workers), status.stdout
 
         again = _stack("up", env)
         assert again.returncode != 0 and "already running" in again.stderr

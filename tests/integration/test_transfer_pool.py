@@ -11,15 +11,20 @@ import filecmp
 import re
 import signal
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from fixtures.transfer import Pool, Worker, datastore_file, file_sha256, sim_disks, wait_balanced
+from mtv import events
+from mtv.bus.codec import encode
+from mtv.bus.publisher import event_headers
 from mtv.devstack.vsphere_sim import SimHandle
 from mtv.provider_store import ProviderRecord
 from mtv.transfer.checkpoint import CheckpointStore
+from mtv.transfer.directory import WorkerDirectory
 from mtv.v1 import transfer_pb2
 
 pytest_plugins = ["fixtures.transfer_fixtures"]
@@ -81,6 +86,58 @@ def test_three_workers_share_six_disks_and_copy_each_once(pool: Pool, slow_vsphe
     by_worker = {pool.recorder.results(tid)[0].worker for tid in ids}
     assert len(by_worker) >= 2, f"the work was not shared: {by_worker}"
     print(f"6 disks on 3 workers in {elapsed:.1f} s, by {sorted(by_worker)}")
+
+
+def _statuses(pool: Pool, names: set[str], timeout: float = 30.0) -> dict[str, Any]:
+    """The workers' statuses as their peers read them from the workers topic."""
+    directory = WorkerDirectory(pool.bootstrap, pool.topics.workers, pool.publisher, worker="test-observer",
+                                group_id=f"{pool.prefix}workers", requests_topic=pool.topics.requests.name,
+                                source="test")
+    directory.start()
+    try:
+        deadline = time.monotonic() + timeout
+        while not names <= {w for w, p in directory.peers.items() if p.partitions}:
+            assert time.monotonic() < deadline, f"no status from {names - set(directory.peers)}"
+            directory.poll()
+            time.sleep(0.1)
+        return dict(directory.peers)
+    finally:
+        directory.close()
+
+
+def test_an_idle_worker_takes_disks_waiting_behind_a_busy_one(pool: Pool, slow_vsphere_sim: SimHandle,
+                                                                tmp_path: Path) -> None:
+    """4 disks all in w1's partitions: without hand-off w1 copies them one after another while w2
+    idles; with it, w1 hands waiting requests to w2 whenever w2 reports idle, so each copies 2."""
+    provider = pool.add_provider(slow_vsphere_sim)
+    _start(pool, "w1", "w2")
+    statuses = _statuses(pool, {"w1", "w2"})
+    w1_partitions = sorted(statuses["w1"].partitions)
+    assert len(w1_partitions) >= 4 and not statuses["w1"].partitions & statuses["w2"].partitions
+    disks = sim_disks(slow_vsphere_sim)[:4]
+    ids = [f"plan-handoff/vm{i}/2000" for i in range(4)]
+    targets = {tid: tmp_path / f"handoff-{i}.raw" for i, tid in enumerate(ids)}
+    for tid, disk, partition in zip(ids, disks, w1_partitions, strict=False):
+        event = events.make(pool.request(tid, disk, str(targets[tid]), disk["size"],
+                                         provider=provider), source="test", correlation_id="plan-handoff")
+        pool.publisher.publish_raw(pool.topics.requests.name, tid.encode(), encode(event), event_headers(event),
+                                   partition=partition)
+    pool.publisher.flush()
+
+    for tid, disk in zip(ids, disks, strict=True):
+        _assert_identical(slow_vsphere_sim, disk, pool.recorder.result(tid), targets[tid])
+    time.sleep(1.0)  # a second Completed would arrive now
+    by_worker: Counter[str] = Counter()
+    for tid in ids:
+        results = pool.recorder.results(tid)
+        assert len(results) == 1, f"{tid}: {results}"
+        progress = pool.recorder.of("disk_transfer_progress", tid)
+        assert {p.worker for p in progress} == {results[0].worker}, f"{tid} was started by several workers"
+        by_worker[results[0].worker] += 1
+    assert by_worker == {"w1": 2, "w2": 2}, by_worker
+    handed = [line for line in pool.workers[0].log.read_text().splitlines() if "handed to idle worker w2" in line]
+    assert len(handed) == 2, handed
+    print(f"w1 owned partitions {w1_partitions}; disks copied {dict(by_worker)}")
 
 
 def test_killed_worker_is_resumed_by_another_from_its_checkpoint(pool: Pool, slow_vsphere_sim: SimHandle,

@@ -65,12 +65,14 @@ class Publisher:
             key = default_key if key is None else key
         self.publish_raw(topic.name, key.encode(), encode(event), [*event_headers(event), *headers])
 
-    def publish_raw(self, topic: str, key: bytes | None, value: bytes | None, headers: Headers = ()) -> None:
-        """Queue raw bytes (used for tombstones and the dead-letter topic)."""
+    def publish_raw(self, topic: str, key: bytes | None, value: bytes | None, headers: Headers = (),
+                    partition: int | None = None) -> None:
+        """Queue raw bytes (tombstones, the dead-letter topic, a request handed to a given partition)."""
+        where = {} if partition is None else {"partition": partition}
         while True:
             try:
                 self._producer.produce(topic, value=value, key=key, headers=list(headers),
-                                       on_delivery=self._on_delivery)
+                                       on_delivery=self._on_delivery, **where)
                 break
             except BufferError:
                 # Local queue full: serve delivery reports until there is room (backpressure).

@@ -82,10 +82,44 @@ def check_plans(address: str) -> list[Check]:
             for p in plans]
 
 
+def check_workers(bootstrap: str, listen_seconds: float = 2.5) -> list[Check]:
+    """Transfer workers from their statuses on the workers topic (each reports every ~2 s)."""
+    import time
+
+    from confluent_kafka import KafkaException
+
+    from mtv import topics
+    from mtv.transfer.directory import WorkerDirectory
+    from mtv.transfer.handoff import State
+
+    if not bootstrap:
+        return []
+    directory = WorkerDirectory(bootstrap, topics.TRANSFER_WORKERS, None, worker="mtvctl", group_id=None,
+                                requests_topic=None, source="mtvctl")
+    try:
+        directory.start(timeout=5)
+        deadline = time.monotonic() + listen_seconds
+        while time.monotonic() < deadline:
+            directory.poll()
+            time.sleep(0.1)
+    except KafkaException as exc:
+        return [Check("transfer workers", False, f"{topics.TRANSFER_WORKERS.name}: {exc.args[0].str()}")]
+    finally:
+        directory.close()
+    live = sorted((p for p in directory.peers.values() if p.state is not State.STOPPED), key=lambda p: p.worker)
+    if not live:
+        return [Check("transfer workers", False, "none reporting: is mtv-transfer running?")]
+    return [Check(f"worker {p.worker}", True,
+                  (f"busy: {p.transfer_id}" if p.state is State.BUSY else "idle") + f", {len(p.partitions)} partitions")
+            for p in live]
+
+
 def run() -> int:
     env = os.environ
     checks = [check_broker(env.get("MTV_KAFKA_BOOTSTRAP", ""))]
     checks += [check_service(var, env.get(var, "")) for var in SERVICE_URL_VARS]
+    if checks[0].ok:
+        checks += check_workers(env.get("MTV_KAFKA_BOOTSTRAP", ""))
     checks += check_providers(env.get("MTV_INVENTORY_GRPC", ""))
     checks += check_plans(env.get("MTV_PLANNER_GRPC", ""))
     for c in checks:

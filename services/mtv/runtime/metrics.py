@@ -28,6 +28,9 @@ DISK_TRANSFER_BYTES = Counter(
 DISK_TRANSFER_THROUGHPUT = Gauge(
     "mtv_disk_transfer_throughput_bytes", "Current copy rate of this worker in bytes per second"
 )
+TRANSFER_HANDOFFS = Counter(
+    "mtv_transfer_handoffs_total", "Waiting disk requests this busy worker handed to an idle peer"
+)
 
 
 class HealthServer:

@@ -35,6 +35,8 @@ class TransferSettings(ServiceSettings):
     # Short enough that a killed worker's disks move within seconds; the broker's minimum is 6 s.
     transfer_session_timeout_ms: int = Field(10_000, ge=6_000)
     transfer_cancel_lookback_seconds: int = Field(24 * 3600, description="cancels older than this are ignored")
+    transfer_status_seconds: float = Field(2.0, gt=0, le=60, description="worker status on the workers topic "
+                                           "at least this often (hand-off to idle peers, mtvctl status)")
     transfer_worker_name: str = Field("", description="name in events; default host/pid")
 
     def worker_name(self) -> str:
@@ -51,6 +53,7 @@ class TransferTopics:
     progress: topics.Topic = topics.TRANSFER_PROGRESS
     results: topics.Topic = topics.TRANSFER_RESULTS
     checkpoints: topics.Topic = topics.TRANSFER_CHECKPOINTS
+    workers: topics.Topic = topics.TRANSFER_WORKERS
 
     @classmethod
     def with_prefix(cls, prefix: str) -> TransferTopics:
@@ -60,4 +63,4 @@ class TransferTopics:
         return cls(*(replace(t, name=prefix + t.name) for t in base.all()))
 
     def all(self) -> tuple[topics.Topic, ...]:
-        return (self.requests, self.cancels, self.progress, self.results, self.checkpoints)
+        return (self.requests, self.cancels, self.progress, self.results, self.checkpoints, self.workers)

@@ -7,13 +7,17 @@ Loop (confluent-kafka, cooperative-sticky, no auto-commit):
 3. when the job has published its result, commit offset+1 synchronously, then resume.
 Newly assigned partitions are paused while busy.
 
-Why a disk is never copied by two workers at once: requests are keyed by transfer id, so every
-request for a disk (duplicates included) lands in one partition, and a partition has one owner
-in the group. Its owner handles one message at a time and commits only when the disk is done,
-so a duplicate behind the original waits, then finds the `done` checkpoint and is acknowledged
-without copying. When the partition moves (scale-out, SIGTERM), the revoke callback stops the job
-at a chunk boundary and writes its checkpoint *before* returning, and the new owner cannot fetch
-the partition before the callback returned; it resumes from that checkpoint. Only a *lost*
+While busy, a worker hands the requests waiting in its other partitions to idle peers (see
+handoff.py): it learns who is idle from the workers topic, where it also reports itself.
+
+Why a disk is never copied by two workers at once: a partition has one owner in the group, which
+handles one message at a time and commits only when the disk is done; requests are keyed by
+transfer id, so a duplicate usually sits behind the original, waits, then finds the `done`
+checkpoint and is acknowledged without copying. A duplicate elsewhere (the original was handed
+off) waits while a peer reports copying that disk. When the partition moves (scale-out, SIGTERM),
+the revoke callback stops the job at a chunk boundary and writes its checkpoint *before*
+returning, and the new owner cannot fetch the partition before the callback returned; it resumes
+from that checkpoint. Only a *lost*
 partition (this worker missed its session timeout) can overlap with the new owner, for at most
 the time until this worker notices; the job then stops without checkpointing, and the overlap
 writes identical bytes at identical offsets (same source), so the sink is still right.
@@ -32,10 +36,13 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Topic
 from mtv import events
 from mtv.bus import Publisher, admin, dlq
 from mtv.bus.codec import CodecError, decode
+from mtv.bus.publisher import DeliveryError
 from mtv.runtime import metrics
+from mtv.transfer import handoff
 from mtv.transfer.cancels import CancelWatcher
 from mtv.transfer.checkpoint import CheckpointStore
 from mtv.transfer.copier import StopSignal
+from mtv.transfer.directory import WorkerDirectory
 from mtv.transfer.errors import InvalidRequest, TransferError
 from mtv.transfer.job import SERVICE, JobContext, Outcome, TransferJob
 from mtv.transfer.settings import TransferSettings
@@ -48,6 +55,7 @@ POLL_SECONDS = 0.2
 REVOKE_WAIT_SECONDS = 60.0
 RETRY_PAUSE_SECONDS = 2.0
 MAX_RETRIES = 3
+HANDED_OFF_HEADER = "mtv-handed-off-by"
 
 
 @dataclass
@@ -85,6 +93,9 @@ class TransferWorker:
             checkpoints=CheckpointStore(bootstrap, self.topics.checkpoints, self.publisher, SERVICE),
             provider_dir=settings.provider_dir, worker=self.name, bucket=bucket)
         self.cancels = CancelWatcher(bootstrap, self.topics.cancels.name, settings.transfer_cancel_lookback_seconds)
+        self.directory = WorkerDirectory(
+            bootstrap, self.topics.workers, self.publisher, worker=self.name, group_id=settings.transfer_group_id,
+            requests_topic=self.topics.requests.name, source=SERVICE, interval=settings.transfer_status_seconds)
         self.consumer = Consumer({
             "bootstrap.servers": bootstrap,
             "group.id": settings.transfer_group_id,
@@ -104,26 +115,35 @@ class TransferWorker:
         # Requests fetched before a pause took effect: handled, in order, once the job is done.
         self._deferred: list[Message] = []
         self._retries = 0
+        # Hand-off state: peer -> when the status we handed a disk on arrived; partitions resumed
+        # while busy to fetch requests for idle peers.
+        self._handed: dict[str, float] = {}
+        self._scouted: frozenset[int] = frozenset()
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
     def run(self, stop: threading.Event, mark_ready: Callable[[], None]) -> None:
         admin.ensure_topics(self.settings.kafka_bootstrap, self.topics.all())
         self.cancels.start()
+        self.directory.start()
         self.consumer.subscribe([self.topics.requests.name], on_assign=self._on_assign,
                                 on_revoke=self._on_revoke, on_lost=self._on_lost)
         log.info("transfer worker %s consuming %s as group %s", self.name, self.topics.requests.name,
                  self.settings.transfer_group_id)
         try:
             while not stop.is_set():
-                msg = self._deferred.pop(0) if self._deferred and self._active is None else \
-                    self.consumer.poll(POLL_SECONDS)
+                msg = self._next_deferred() if self._active is None else None
+                if msg is None:
+                    msg = self.consumer.poll(POLL_SECONDS)
                 if self.assigned.is_set():
                     mark_ready()
                 self._apply_cancels()
                 self._reap()
                 if msg is not None:
                     self._on_message(msg)
+                self.directory.poll()
+                self._hand_off()
+                self._report()
         finally:
             self._shutdown()
 
@@ -132,9 +152,11 @@ class TransferWorker:
             log.info("stopping: interrupting transfer %s at a chunk boundary", self._active.job.spec.transfer_id)
             self._active.stop_and_wait(REVOKE_WAIT_SECONDS)
             self._reap()
+        self._report(stopped=True)
         # close() leaves the group, so the partitions move now rather than after the session timeout.
         self.consumer.close()
         self.cancels.close()
+        self.directory.close()
         self.ctx.checkpoints.close()
         self.publisher.flush()
 
@@ -149,11 +171,13 @@ class TransferWorker:
                 log.warning("consumer error: %s", err.str())
             return
         tp = TopicPartition(msg.topic(), msg.partition(), msg.offset())
-        if self._active is not None:
-            # Fetched before the pause took effect. Kept rather than sought back: a seek on a paused
-            # partition can fail, and a skipped request would be committed past by the next one.
+        if self._active is not None or self._must_wait(msg):
+            # Fetched while busy (before the pause took effect, or for an idle peer), or waiting on
+            # a peer. Kept rather than sought back: a seek on a paused partition can fail, and a
+            # skipped request would be committed past by the next one.
             self._deferred.append(msg)
             self._pause([TopicPartition(msg.topic(), msg.partition())])
+            self._hand_off()
             return
         parsed = self._parse(msg)
         if parsed is None:
@@ -163,6 +187,8 @@ class TransferWorker:
         signal = StopSignal()
         self._active = ActiveJob(TransferJob(spec, event, self.ctx, signal), signal, tp, msg.timestamp()[1], msg)
         self._pause(self.consumer.assignment())
+        self._scouted = frozenset()
+        self._report()
         self._apply_cancels()
         log.info("transfer %s: started from %s[%d]@%d", spec.transfer_id, tp.topic, tp.partition, tp.offset,
                  extra={"transfer_id": spec.transfer_id})
@@ -246,6 +272,8 @@ class TransferWorker:
                 raise RuntimeError(f"results cannot be published for {self._retries} attempts; restarting")
             self._deferred.insert(0, active.message)
             time.sleep(RETRY_PAUSE_SECONDS)
+        self._scouted = frozenset()
+        self._report()
         try:
             self.consumer.resume(self.consumer.assignment())
             # librdkafka 2.16 fetches resumed partitions only at its broker thread's next wake-up (up to
@@ -271,6 +299,96 @@ class TransferWorker:
     def _owned(self) -> set[TopicPartition]:
         return {TopicPartition(p.topic, p.partition) for p in self.consumer.assignment()}
 
+    # -- the pool: status, waiting on peers, hand-off ----------------------------------------------
+
+    def _report(self, *, stopped: bool = False, force: bool = False) -> None:
+        active = self._active
+        partitions = [] if stopped else [p.partition for p in self.consumer.assignment()]
+        try:
+            if stopped:
+                self.directory.report(handoff.State.STOPPED, partitions, force=True)
+            elif active is None:
+                self.directory.report(handoff.State.IDLE, partitions, force=force)
+            else:
+                self.directory.report(handoff.State.BUSY, partitions, active.job.spec.transfer_id,
+                                      active.job.spec.attempt, force=force)
+        except (KafkaException, BufferError) as exc:
+            log.warning("worker status not published: %s", exc)
+
+    def _must_wait(self, msg: Message) -> bool:
+        """Whether this request must wait: an older request of its partition waits, or a peer copies its disk."""
+        if any(m.partition() == msg.partition() and m.topic() == msg.topic() and m.offset() < msg.offset()
+               for m in self._deferred):
+            return True
+        key = (msg.key() or b"").decode(errors="replace")
+        peer = handoff.copying_elsewhere(self.directory.peers, self.name, key, time.monotonic()) if key else None
+        if peer is not None:
+            log.info("transfer %s: worker %s is copying it; this request waits", key, peer,
+                     extra={"transfer_id": key})
+        return peer is not None
+
+    def _next_deferred(self) -> Message | None:
+        """The first held request free to start: oldest of its partition, its disk not copied by a peer."""
+        oldest: dict[tuple[str, int], int] = {}
+        for m in self._deferred:
+            tp = (m.topic(), m.partition())
+            oldest[tp] = min(oldest.get(tp, m.offset()), m.offset())
+        now = time.monotonic()
+        for i, m in enumerate(self._deferred):
+            if m.offset() != oldest[(m.topic(), m.partition())]:
+                continue
+            key = (m.key() or b"").decode(errors="replace")
+            if key and handoff.copying_elsewhere(self.directory.peers, self.name, key, now):
+                continue
+            return self._deferred.pop(i)
+        return None
+
+    def _hand_off(self) -> None:
+        """While busy: give waiting requests to idle peers; fetch from the other partitions if any is idle."""
+        active = self._active
+        if active is None:
+            return
+        peers = handoff.idle_peers(self.directory.peers, self.name, time.monotonic(), self._handed)
+        running = active.partition.partition
+        waiting = {(m.partition(), m.offset()): m for m in self._deferred if m.topic() == self.topics.requests.name}
+        for w in handoff.movable([handoff.Waiting(p, o) for p, o in waiting], running):
+            if not peers:
+                break
+            msg = waiting[(w.partition, w.offset)]
+            if not self._forward(msg, peers.pop(0)):
+                break
+            self._deferred.remove(msg)
+        held = {m.partition() for m in self._deferred}
+        scout = frozenset(p.partition for p in self.consumer.assignment()
+                          if peers and p.partition != running and p.partition not in held)
+        if scout != self._scouted:
+            topic = self.topics.requests.name
+            try:
+                self.consumer.resume([TopicPartition(topic, p) for p in scout - self._scouted])
+            except KafkaException as exc:
+                log.debug("resume for hand-off: %s", exc)
+            self._pause([TopicPartition(topic, p) for p in self._scouted - scout])
+            self._scouted = scout
+
+    def _forward(self, msg: Message, peer: handoff.PeerStatus) -> bool:
+        """Re-publish `msg` into a partition of `peer`, then commit past it here. A failed commit leaves
+        two copies of the request: the later one waits while the peer copies, then finds `done`."""
+        key = (msg.key() or b"").decode(errors="replace")
+        dest = handoff.destination(peer, key)
+        headers = [*(msg.headers() or []), (HANDED_OFF_HEADER, self.name.encode())]
+        try:
+            self.publisher.publish_raw(msg.topic(), msg.key(), msg.value(), headers, partition=dest)
+            self.publisher.flush()
+        except (DeliveryError, KafkaException, BufferError) as exc:
+            log.warning("hand-off of %s to %s failed, keeping it: %s", key, peer.worker, exc)
+            return False
+        self._commit(TopicPartition(msg.topic(), msg.partition(), msg.offset()))
+        self._handed[peer.worker] = peer.heard_at
+        metrics.TRANSFER_HANDOFFS.inc()
+        log.info("transfer %s: handed to idle worker %s (%s[%d] -> [%d])", key, peer.worker, msg.topic(),
+                 msg.partition(), dest, extra={"transfer_id": key})
+        return True
+
     # -- rebalance callbacks (run inside poll, on this thread) -------------------------------------
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
@@ -292,6 +410,7 @@ class TransferWorker:
         gone = {(p.topic, p.partition) for p in partitions}
         # Not committed, so their new owner reads them again.
         self._deferred = [m for m in self._deferred if (m.topic(), m.partition()) not in gone]
+        self._scouted = self._scouted - {p for _, p in gone}
         active = self._active
         if active is None:
             return
@@ -303,3 +422,5 @@ class TransferWorker:
         # Returning from the revoke callback hands the partition over, so the checkpoint must be written first.
         active.stop_and_wait(5.0 if lost else REVOKE_WAIT_SECONDS, lost=lost)
         self._reap()  # a job that finished just now is committed while the partition is still ours
+        # Say at once that this disk is no longer copied here: its next owner waits while we report it.
+        self._report(force=True)

@@ -1,0 +1,109 @@
+"""The pool's directory on Kafka: this worker's status out, every peer's status in.
+
+Statuses go to the compacted workers topic keyed by worker name, on every change and every
+`interval` seconds. Peers' statuses are read by a group-less consumer assigned every partition,
+starting a few intervals back, so a worker learns the live pool at start without replaying the
+statuses of workers long gone. Freshness is judged on this process's clock (when a status
+arrived), never on another machine's.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Iterable
+
+from confluent_kafka import OFFSET_END, Consumer, KafkaException, TopicPartition
+
+from mtv import events
+from mtv.bus import Publisher
+from mtv.bus.codec import CodecError, decode
+from mtv.topics import Topic
+from mtv.transfer import handoff
+from mtv.transfer.handoff import PeerStatus, State
+from mtv.v1 import transfer_pb2
+
+log = logging.getLogger(__name__)
+
+_TO_PROTO = {State.IDLE: transfer_pb2.WORKER_STATE_IDLE, State.BUSY: transfer_pb2.WORKER_STATE_BUSY,
+             State.STOPPED: transfer_pb2.WORKER_STATE_STOPPED}
+_FROM_PROTO = {v: k for k, v in _TO_PROTO.items()}
+
+
+class WorkerDirectory:
+    def __init__(self, bootstrap: str, topic: Topic, publisher: Publisher | None, *, worker: str,
+                 group_id: str | None, requests_topic: str | None, source: str, interval: float = 2.0) -> None:
+        """`publisher` None: read only. `group_id`/`requests_topic` None: every pool's workers."""
+        self._topic = topic
+        self._publisher = publisher
+        self._worker = worker
+        self._group = group_id
+        self._requests = requests_topic
+        self._source = source
+        self.interval = interval
+        self._consumer = Consumer({
+            "bootstrap.servers": bootstrap, "group.id": f"mtv-transfer-workers-{uuid.uuid4()}",
+            "enable.auto.commit": False, "auto.offset.reset": "latest", "fetch.wait.max.ms": 100,
+        })
+        self.peers: dict[str, PeerStatus] = {}
+        self._last: tuple[State, str, int, tuple[int, ...]] | None = None
+        self._sent_at = float("-inf")
+
+    def start(self, timeout: float = 60.0) -> None:
+        since = int((time.time() - handoff.STALE_INTERVALS * self.interval) * 1000)
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                meta = self._consumer.list_topics(self._topic.name, timeout=10).topics[self._topic.name]
+                found = self._consumer.offsets_for_times(
+                    [TopicPartition(self._topic.name, p, since) for p in meta.partitions], timeout=10)
+                break
+            except KafkaException as exc:
+                if time.monotonic() > deadline:
+                    raise
+                log.info("workers topic not ready (%s); retrying", exc.args[0].str())
+                time.sleep(0.5)
+        self._consumer.assign([TopicPartition(tp.topic, tp.partition, tp.offset if tp.offset >= 0 else OFFSET_END)
+                               for tp in found])
+
+    def poll(self, max_messages: int = 200) -> None:
+        """Take in peers' statuses that arrived (never blocks)."""
+        for _ in range(max_messages):
+            msg = self._consumer.poll(0)
+            if msg is None:
+                return
+            if msg.error() is not None or msg.value() is None:
+                continue
+            try:
+                event = decode(msg.value())
+            except CodecError as exc:
+                log.warning("ignoring an unreadable worker status at %s[%d]@%d: %s", msg.topic(), msg.partition(),
+                            msg.offset(), exc)
+                continue
+            if events.payload_field(event) != "transfer_worker_status":
+                continue
+            s = event.transfer_worker_status
+            if self._group is not None and (s.group_id != self._group or s.requests_topic != self._requests):
+                continue
+            self.peers[s.worker] = PeerStatus(
+                worker=s.worker, state=_FROM_PROTO.get(s.state, State.STOPPED), transfer_id=s.transfer_id,
+                attempt=s.attempt, partitions=frozenset(s.partitions), interval_seconds=s.interval_seconds or 2.0,
+                heard_at=time.monotonic())
+
+    def report(self, state: State, partitions: Iterable[int], transfer_id: str = "", attempt: int = 0,
+               *, force: bool = False) -> None:
+        """Publish this worker's status if it changed, or if the interval passed (or `force`)."""
+        assert self._publisher is not None and self._group is not None and self._requests is not None
+        now = time.monotonic()
+        current = (state, transfer_id, attempt, tuple(sorted(partitions)))
+        if not force and current == self._last and now - self._sent_at < self.interval:
+            return
+        status = transfer_pb2.TransferWorkerStatus(
+            worker=self._worker, group_id=self._group, requests_topic=self._requests, state=_TO_PROTO[state],
+            transfer_id=transfer_id, attempt=attempt, partitions=current[3], interval_seconds=self.interval)
+        self._publisher.publish(events.make(status, source=self._source), topic=self._topic, key=self._worker)
+        self._last, self._sent_at = current, now
+
+    def close(self) -> None:
+        self._consumer.close()
