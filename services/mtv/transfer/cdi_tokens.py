@@ -109,8 +109,16 @@ class CdiTokens:
     def request_token(self, namespace: str, pvc_name: str) -> str:
         group, version, plural = UPLOAD_API
         call = ApiCall("create", UPLOAD_TOKEN_RESOURCE, namespace, pvc_name)
-        answer = self._call(call, lambda: self._custom.create_namespaced_custom_object(
-            group, version, namespace, plural, token_request(namespace, pvc_name)))
+        # Content-Type explicitly: this client sends none for custom objects, and cdi-apiserver (go-restful,
+        # consumes application/json) answers a POST without one with 415. Raw response: cdi-apiserver
+        # answers 200, and the client deserializes only a 201 for create (a 200 would come back as None).
+        response = self._call(call, lambda: self._custom.create_namespaced_custom_object(
+            group, version, namespace, plural, token_request(namespace, pvc_name),
+            _headers={"Content-Type": "application/json"}, _preload_content=False))
+        try:
+            answer = json.loads(response.data)
+        except ValueError:
+            answer = {}
         return token_from(answer if isinstance(answer, dict) else {}, call)
 
     def close(self) -> None:
