@@ -27,6 +27,7 @@ ANNOTATION_DISK_KEY = "mtv.konveyor.io/disk-key"
 ANNOTATION_SOURCE_FILE = "mtv.konveyor.io/source-file"
 # Set by the local target: where the disk image sits, relative to the manifest directory.
 ANNOTATION_DISK_IMAGE = "mtv.konveyor.io/disk-image"
+ANNOTATION_BIND_IMMEDIATE = "cdi.kubevirt.io/storage.bind.immediate.requested"
 
 VM_API = ("kubevirt.io", "v1", "virtualmachines")
 DV_API = ("cdi.kubevirt.io", "v1beta1", "datavolumes")
@@ -120,6 +121,9 @@ def datavolume(disk: PlannedDisk, namespace: str, labels: Mapping[str, str]) -> 
             "annotations": {
                 ANNOTATION_DISK_KEY: str(disk.disk.key),
                 ANNOTATION_SOURCE_FILE: disk.disk.file,
+                # Bind the PVC now: on a WaitForFirstConsumer StorageClass CDI would otherwise wait for a
+                # pod using the volume, which never comes before the upload (virtctl's --force-bind).
+                ANNOTATION_BIND_IMMEDIATE: "true",
             },
         },
         "spec": {
