@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import logging
 import time
-import uuid
-
-from confluent_kafka import OFFSET_END, Consumer, KafkaException, TopicPartition
 
 from mtv import events
+from mtv.bus import broadcast
 from mtv.bus.codec import CodecError, decode
 
 log = logging.getLogger(__name__)
@@ -23,31 +21,11 @@ class CancelWatcher:
     def __init__(self, bootstrap: str, topic: str, lookback_seconds: int) -> None:
         self._topic = topic
         self._lookback = lookback_seconds
-        # Assigned, never subscribed or committed: the group id only satisfies the client.
-        self._consumer = Consumer({
-            "bootstrap.servers": bootstrap, "group.id": f"mtv-transfer-cancels-{uuid.uuid4()}",
-            "enable.auto.commit": False, "auto.offset.reset": "latest", "fetch.wait.max.ms": 100,
-        })
+        self._consumer = broadcast.reader(bootstrap, "mtv-transfer-cancels")
         self._canceled: dict[str, tuple[int, str]] = {}  # transfer id -> (timestamp ms, reason)
 
     def start(self, timeout: float = 60.0) -> None:
-        since = int((time.time() - self._lookback) * 1000)
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                meta = self._consumer.list_topics(self._topic, timeout=10).topics[self._topic]
-                wanted = [TopicPartition(self._topic, p, since) for p in meta.partitions]
-                found = self._consumer.offsets_for_times(wanted, timeout=10)
-                break
-            except KafkaException as exc:
-                # A topic created a moment ago has no partition leaders yet.
-                if time.monotonic() > deadline:
-                    raise
-                log.info("cancel topic not ready (%s); retrying", exc.args[0].str())
-                time.sleep(0.5)
-        # -1 means no message at or after `since`: start at the end.
-        self._consumer.assign([TopicPartition(tp.topic, tp.partition, tp.offset if tp.offset >= 0 else OFFSET_END)
-                               for tp in found])
+        broadcast.assign_since(self._consumer, self._topic, int((time.time() - self._lookback) * 1000), timeout)
 
     def poll(self, max_messages: int = 500) -> int:
         """Take in what has arrived (never blocks); return how many cancels were read."""

@@ -11,13 +11,10 @@ from __future__ import annotations
 
 import logging
 import time
-import uuid
 from collections.abc import Iterable
 
-from confluent_kafka import OFFSET_END, Consumer, KafkaException, TopicPartition
-
 from mtv import events
-from mtv.bus import Publisher
+from mtv.bus import Publisher, broadcast
 from mtv.bus.codec import CodecError, decode
 from mtv.topics import Topic
 from mtv.transfer import handoff
@@ -42,30 +39,14 @@ class WorkerDirectory:
         self._requests = requests_topic
         self._source = source
         self.interval = interval
-        self._consumer = Consumer({
-            "bootstrap.servers": bootstrap, "group.id": f"mtv-transfer-workers-{uuid.uuid4()}",
-            "enable.auto.commit": False, "auto.offset.reset": "latest", "fetch.wait.max.ms": 100,
-        })
+        self._consumer = broadcast.reader(bootstrap, "mtv-transfer-workers")
         self.peers: dict[str, PeerStatus] = {}
         self._last: tuple[State, str, int, tuple[int, ...]] | None = None
         self._sent_at = float("-inf")
 
     def start(self, timeout: float = 60.0) -> None:
-        since = int((time.time() - handoff.STALE_INTERVALS * self.interval) * 1000)
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                meta = self._consumer.list_topics(self._topic.name, timeout=10).topics[self._topic.name]
-                found = self._consumer.offsets_for_times(
-                    [TopicPartition(self._topic.name, p, since) for p in meta.partitions], timeout=10)
-                break
-            except KafkaException as exc:
-                if time.monotonic() > deadline:
-                    raise
-                log.info("workers topic not ready (%s); retrying", exc.args[0].str())
-                time.sleep(0.5)
-        self._consumer.assign([TopicPartition(tp.topic, tp.partition, tp.offset if tp.offset >= 0 else OFFSET_END)
-                               for tp in found])
+        since = time.time() - handoff.STALE_INTERVALS * self.interval
+        broadcast.assign_since(self._consumer, self._topic.name, int(since * 1000), timeout)
 
     def poll(self, max_messages: int = 200) -> None:
         """Take in peers' statuses that arrived (never blocks)."""

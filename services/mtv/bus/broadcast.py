@@ -1,0 +1,43 @@
+"""Topics every process reads whole, outside any consumer group (cancels, worker statuses).
+
+Such a reader is assigned every partition and never commits: each process must see every
+message, and on restart it starts again from a point in time rather than from a group offset.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+
+from confluent_kafka import OFFSET_END, Consumer, KafkaException, TopicPartition
+
+log = logging.getLogger(__name__)
+
+
+def reader(bootstrap: str, name: str) -> Consumer:
+    """A consumer for `assign_since`; the group id only satisfies the client, it is never joined."""
+    return Consumer({
+        "bootstrap.servers": bootstrap, "group.id": f"{name}-{uuid.uuid4()}",
+        "enable.auto.commit": False, "auto.offset.reset": "latest", "fetch.wait.max.ms": 100,
+    })
+
+
+def assign_since(consumer: Consumer, topic: str, since_ms: int, timeout: float = 60.0) -> None:
+    """Assign every partition of `topic` from the first message at or after `since_ms` (epoch ms),
+    or from the end where there is none. Waits for a topic created a moment ago to get leaders."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            meta = consumer.list_topics(topic, timeout=10).topics[topic]
+            found = consumer.offsets_for_times([TopicPartition(topic, p, since_ms) for p in meta.partitions],
+                                               timeout=10)
+            break
+        except KafkaException as exc:
+            if time.monotonic() > deadline:
+                raise
+            log.info("%s not ready (%s); retrying", topic, exc.args[0].str())
+            time.sleep(0.5)
+    # -1: no message at or after `since_ms`.
+    consumer.assign([TopicPartition(tp.topic, tp.partition, tp.offset if tp.offset >= 0 else OFFSET_END)
+                     for tp in found])
