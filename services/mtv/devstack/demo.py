@@ -3,6 +3,10 @@
 Starts the stack (`make up`), writes a plan for every simulator VM with network and storage maps,
 creates and approves it with mtvctl (as a user would), shows live progress (`mtvctl watch`), then
 prints where the VMs are and a table of source vs target checksums, and stops everything.
+
+With KUBECONFIG set (see `cluster_target`) the target is that cluster: the demo creates the plan's
+namespace and a Multus NetworkAttachmentDefinition per secondary network there, and the table says
+which PVC each disk was uploaded to (through the upload proxy: the demo does not read PVCs back).
 """
 
 from __future__ import annotations
@@ -15,13 +19,16 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from mtv.cli import watch
 from mtv.devstack import stack
 from mtv.devstack.process import StackError
+
+if TYPE_CHECKING:
+    from mtv.devstack.cluster_api import Cluster
 
 
 def run_name() -> str:
@@ -30,8 +37,10 @@ def run_name() -> str:
     return time.strftime("demo-%Y%m%d-%H%M%S")
 
 
-def plan_document(manifest: dict[str, Any], target_dir: Path, name: str) -> dict[str, Any]:
-    """The demo plan: every VM; the first network to the pod network, the others to Multus."""
+def plan_document(manifest: dict[str, Any], name: str, target: dict[str, str],
+                  storage_class: str = "standard") -> dict[str, Any]:
+    """The demo plan: every VM; the first network to the pod network, the others to Multus
+    (NetworkAttachmentDefinitions `net-<n>` in the plan's namespace)."""
     networks = sorted({n for vm in manifest["vms"] for n in vm.get("network_names", [])})
     datastores = sorted({d["datastore"] for vm in manifest["vms"] for d in vm["disks"]})
     network_map = [{"source": {"name": networks[0]}, "destination": {"type": "pod"}}] if networks else []
@@ -40,9 +49,9 @@ def plan_document(manifest: dict[str, Any], target_dir: Path, name: str) -> dict
                             "destination": {"type": "multus", "namespace": name, "name": f"net-{i}"}})
     return {
         "name": name,
-        "description": "make demo: every simulator VM to the local target",
+        "description": f"make demo: every simulator VM to the {target['type']} target",
         "provider": {"source": stack.SIM_PROVIDER},
-        "target": {"type": "local", "path": str(target_dir)},
+        "target": target,
         "targetNamespace": name,
         "type": "cold",
         "targetPowerState": "auto",
@@ -51,10 +60,13 @@ def plan_document(manifest: dict[str, Any], target_dir: Path, name: str) -> dict
         "map": {
             "network": network_map,
             "storage": [{"source": {"name": ds},
-                         "destination": {"storageClass": "standard", "volumeMode": "Filesystem",
+                         "destination": {"storageClass": storage_class, "volumeMode": "Filesystem",
                                          "accessMode": "ReadWriteOnce"}} for ds in datastores],
         },
     }
+
+
+MISSING = "(missing)"
 
 
 @dataclass(frozen=True)
@@ -63,12 +75,15 @@ class ChecksumRow:
     disk_key: int
     source: str  # sha256 of the source disk (simulator manifest)
     reported: str  # sha256 in DiskTransferCompleted
-    target: str  # sha256 of the image in the target, recomputed now
-    image: str
+    target: str  # sha256 of the target's copy, recomputed now; "" where it is not read back
+    where: str  # the image file, or "<namespace>/<pvc> via the upload proxy", or MISSING
+    reread: bool = True  # False for a PVC: only the worker's hash of the bytes it uploaded is known
 
     @property
     def ok(self) -> bool:
-        return bool(self.source) and self.source == self.reported == self.target
+        if not self.source or self.source != self.reported or self.where == MISSING:
+            return False
+        return self.target == self.source if self.reread else True
 
 
 def _sha256(path: Path) -> str:
@@ -106,8 +121,25 @@ def checksum_rows(manifest: dict[str, Any], target_root: Path, reported: dict[tu
                 vm=vm["name"], disk_key=int(disk["key"]), source=disk["sha256"],
                 reported=reported.get((vm["moref"], int(disk["key"])), ""),
                 target=_sha256(image) if image and image.exists() else "",
-                image=str(image) if image else "(missing)",
+                where=str(image) if image else MISSING,
             ))
+    return rows
+
+
+def cluster_rows(manifest: dict[str, Any], volumes: list[tuple[str, int, str]], namespace: str,
+                 reported: dict[tuple[str, int], str]) -> list[ChecksumRow]:
+    """One row per source disk, matched by VM id and disk key to the DataVolume the converter made. The PVC
+    is not read back (that needs a pod in the cluster): the target column says where the bytes went."""
+    pvcs = {(vm_id, key): name for vm_id, key, name in volumes}
+    rows = []
+    for vm in manifest["vms"]:
+        for disk in vm["disks"]:
+            key = (vm["moref"], int(disk["key"]))
+            pvc = pvcs.get(key)
+            rows.append(ChecksumRow(vm=vm["name"], disk_key=int(disk["key"]), source=disk["sha256"],
+                                    reported=reported.get(key, ""), target="",
+                                    where=f"{namespace}/{pvc} via the upload proxy" if pvc else MISSING,
+                                    reread=False))
     return rows
 
 
@@ -123,12 +155,13 @@ def _print_table(rows: list[ChecksumRow]) -> None:
     from rich.table import Table
 
     table = Table(title="source vs target checksums (SHA-256)")
-    for col in ("VM", "disk", "source", "transfer reported", "target image", "match"):
+    for col in ("VM", "disk", "source", "transfer reported", "target", "where", "match"):
         table.add_column(col)
     for r in rows:
-        table.add_row(r.vm, str(r.disk_key), r.source[:16], r.reported[:16], r.target[:16],
+        target = r.target[:16] if r.reread else "not re-read"
+        table.add_row(r.vm, str(r.disk_key), r.source[:16], r.reported[:16], target, r.where,
                       "[green]yes[/]" if r.ok else "[red]NO[/]")
-    Console(width=None if sys.stdout.isatty() else 150).print(table)
+    Console(width=None if sys.stdout.isatty() else 200).print(table)
 
 
 @dataclass(frozen=True)
@@ -136,7 +169,9 @@ class DemoResult:
     plan_id: str
     state: watch.WatchState
     rows: list[ChecksumRow]
-    target: Path  # <target root>/<namespace>
+    target: Path  # <target root>/<namespace> (local target)
+    namespace: str = ""
+    context: str = ""  # the cluster's kubeconfig context; "" for the local target
 
     @property
     def ok(self) -> bool:
@@ -149,7 +184,14 @@ def migrate(env: dict[str, str], layout: stack.Layout, timeout: float = 900.0) -
     target_root = Path(env["MTV_TARGET_DIR"])
     plan_file = layout.root / "demo-plan.yaml"
     name = run_name()
-    plan_file.write_text(yaml.safe_dump(plan_document(manifest, target_root, name), sort_keys=False))
+    cluster = _cluster(env)
+    if cluster is not None:
+        plan = plan_document(manifest, name, {"type": "kubernetes", "context": cluster.context},
+                             env["MTV_DEMO_STORAGE_CLASS"])
+        _prepare_cluster(cluster, plan)
+    else:
+        plan = plan_document(manifest, name, {"type": "local", "path": str(target_root)})
+    plan_file.write_text(yaml.safe_dump(plan, sort_keys=False))
     print(f"\nplan file: {plan_file}", flush=True)
     _mtvctl(env, "plan", "create", "-f", str(plan_file))
     _mtvctl(env, "plan", "approve", name)
@@ -161,15 +203,45 @@ def migrate(env: dict[str, str], layout: stack.Layout, timeout: float = 900.0) -
     for disk in (view.disks.values() if view else ()):
         _plan, vm_id, key = disk.transfer_id.rsplit("/", 2)
         reported[(vm_id, int(key))] = disk.sha256
-    rows = checksum_rows(manifest, target_root / name, reported)
-    return DemoResult(plan_id, state, rows, target_root / name)
+    if cluster is None:
+        return DemoResult(plan_id, state, checksum_rows(manifest, target_root / name, reported), target_root / name,
+                          name)
+    try:
+        rows = cluster_rows(manifest, cluster.datavolumes(name), name, reported)
+    finally:
+        cluster.close()
+    return DemoResult(plan_id, state, rows, target_root / name, name, cluster.context)
+
+
+def _cluster(env: dict[str, str]) -> Cluster | None:
+    if env.get("MTV_DEMO_TARGET") != "kubernetes":
+        return None
+    from mtv.devstack.cluster_api import Cluster  # the kubernetes client only for a cluster target
+
+    return Cluster(env["MTV_DEMO_KUBECONFIG"], env["MTV_DEMO_CONTEXT"])
+
+
+def _prepare_cluster(cluster: Cluster, plan: dict[str, Any]) -> None:
+    """The namespace and the Multus networks the plan maps to (the converter does not create networks)."""
+    namespace = plan["targetNamespace"]
+    cluster.ensure_namespace(namespace)
+    for entry in plan["map"]["network"]:
+        dest = entry["destination"]
+        if dest["type"] == "multus":
+            cluster.ensure_network(dest["namespace"], dest["name"])
+            print(f"created NetworkAttachmentDefinition {dest['namespace']}/{dest['name']} in cluster "
+                  f"{cluster.context!r}", flush=True)
 
 
 def run(layout: stack.Layout, timeout: float = 900.0) -> int:
     env = stack.up(layout)
     try:
         result = migrate(env, layout, timeout)
-        print(f"\nmigrated VMs (manifests for `kubectl apply -f`, disk images beside them): {result.target}")
+        if result.context:
+            print(f"\nmigrated VMs: cluster {result.context!r}, namespace {result.namespace}; look at them with "
+                  f"`kubectl get vm,dv -n {result.namespace}`")
+        else:
+            print(f"\nmigrated VMs (manifests for `kubectl apply -f`, disk images beside them): {result.target}")
         _print_table(result.rows)
         print("demo: every disk matches its source" if result.ok else
               f"demo: FAILED (see the table above and the logs under {layout.logs})")

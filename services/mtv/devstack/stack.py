@@ -18,6 +18,7 @@ from pathlib import Path
 
 from mtv.bus import admin
 from mtv.devstack import kafka_broker, vsphere_sim
+from mtv.devstack.cluster_target import ClusterTarget, cluster_mode
 from mtv.devstack.paths import repo_root, run_dir
 from mtv.devstack.process import StackError, alive, log_tail, port_in_use, spawn, stop_named
 
@@ -106,6 +107,7 @@ def up(layout: Layout) -> dict[str, str]:
     http_ports = {s: _port(f"MTV_{s.upper()}_HTTP_PORT", p) for s, p in DEFAULT_HTTP_PORTS.items()}
     grpc_port = _port("MTV_INVENTORY_GRPC_PORT", DEFAULT_INVENTORY_GRPC_PORT)
     planner_port = _port("MTV_PLANNER_GRPC_PORT", DEFAULT_PLANNER_GRPC_PORT)
+    cluster = cluster_target()  # before anything starts: a cluster that cannot be used fails at once
 
     _say("resolving Kafka jars and building the vSphere simulator (cached under ~/.cache/mtv)")
     kafka_broker.ensure_jars()
@@ -125,7 +127,7 @@ def up(layout: Layout) -> dict[str, str]:
             "MTV_VSPHERE_PASSWORD_FILE": str(sim.password_file),
             "MTV_VSPHERE_MANIFEST": str(sim.manifest),
         }
-        config = _configure(layout)
+        config = _configure(layout, cluster)
         env.update(config.client_env)
         for name, service, port in _processes(http_ports):
             log = layout.logs / f"{name}.log"
@@ -160,8 +162,25 @@ class StackConfig:
     client_env: dict[str, str]  # what `. .run/env` gives a shell (mtvctl)
 
 
-def _configure(layout: Layout) -> StackConfig:
-    """Provider directory, approver key and target directory shared by the services of this stack.
+def cluster_target() -> ClusterTarget | None:
+    """The Kubernetes target of this stack when KUBECONFIG is set (see cluster_target), else None."""
+    if not cluster_mode(os.environ):
+        return None
+    from mtv.devstack.cluster_api import Cluster
+
+    cluster = Cluster(os.environ["KUBECONFIG"])
+    try:
+        target = cluster.resolve(os.environ.get("MTV_CDI_UPLOAD_URL", ""), os.environ.get("MTV_DEMO_STORAGE_CLASS", ""))
+    finally:
+        cluster.close()
+    _say(f"target: cluster {target.context!r} (KUBECONFIG), StorageClass {target.storage_class}, CDI upload proxy "
+         f"{target.upload_url}; MTV_DEMO_TARGET=local for the local target")
+    return target
+
+
+def _configure(layout: Layout, cluster: ClusterTarget | None = None) -> StackConfig:
+    """Provider directory, approver key and target directory shared by the services of this stack, and the
+    cluster settings of converter, planner and transfer workers when the target is a cluster.
 
     The simulator's provider from an earlier run is dropped (this run's simulator has a new
     password, maybe a new port); other providers are kept. The approver key is made once per
@@ -186,16 +205,19 @@ def _configure(layout: Layout) -> StackConfig:
     write_private(keys_file, json.dumps({APPROVER_ID: key_file.read_text().strip()}))
     target = layout.root / "target"
     provider_env = {"MTV_PROVIDER_DIR": str(providers)}
-    return StackConfig(
-        service_env={
-            "inventory": provider_env,
-            "transfer": provider_env,
-            "planner": {"MTV_APPROVER_KEYS_FILE": str(keys_file)},
-            "converter": {"MTV_LOCAL_TARGET_ROOT": str(target)},
-        },
-        client_env={"MTV_APPROVER_ID": APPROVER_ID, "MTV_APPROVER_KEY_FILE": str(key_file),
-                    "MTV_PROVIDER_DIR": str(providers), "MTV_TARGET_DIR": str(target)},
-    )
+    service_env = {
+        "inventory": provider_env,
+        "transfer": provider_env,
+        "planner": {"MTV_APPROVER_KEYS_FILE": str(keys_file)},
+        "converter": {"MTV_LOCAL_TARGET_ROOT": str(target)},
+    }
+    client_env = {"MTV_APPROVER_ID": APPROVER_ID, "MTV_APPROVER_KEY_FILE": str(key_file),
+                  "MTV_PROVIDER_DIR": str(providers), "MTV_TARGET_DIR": str(target)}
+    if cluster is not None:
+        for service, extra in cluster.service_env().items():
+            service_env[service] = {**service_env[service], **extra}
+        client_env.update(cluster.client_env())
+    return StackConfig(service_env=service_env, client_env=client_env)
 
 
 def _processes(http_ports: dict[str, int]) -> list[tuple[str, str, int]]:
