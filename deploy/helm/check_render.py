@@ -2,8 +2,8 @@
 python deploy/helm/check_render.py --scenario default|scaled` (the release must be named `mtv`).
 
 `default` is the chart's own values; `scaled` is deploy/helm/mtv/ci/scaled-values.yaml (existing Secrets,
-the transfer HPA, namespaced converter RBAC). Prints one summary line, or every failed expectation and
-exits 1. Needs only PyYAML.
+the transfer HPA, namespaced converter and transfer RBAC, another cluster's kubeconfig). Prints one summary
+line, or every failed expectation and exits 1. Needs only PyYAML.
 """
 
 from __future__ import annotations
@@ -25,6 +25,10 @@ CONVERTER_RULES = {  # (apiGroup, resource) -> verbs the converter needs
     ("cdi.kubevirt.io", "datavolumes"): {"get", "list", "create", "patch", "delete"},
     ("", "namespaces"): {"get", "create"},
     ("storage.k8s.io", "storageclasses"): {"get", "list"},
+}
+TRANSFER_RULES = {  # a CDI upload token per disk: wait for the DataVolume, then an UploadTokenRequest
+    ("cdi.kubevirt.io", "datavolumes"): {"get"},
+    ("upload.cdi.kubevirt.io", "uploadtokenrequests"): {"create"},
 }
 
 
@@ -115,6 +119,17 @@ def check_deployment(c: Checker, name: str, dep: dict[str, Any], scenario: str) 
                          f"{cwhere}: approver keys Secret volume missing")
             else:
                 c.expect(keys is None, f"{cwhere}: MTV_APPROVER_KEYS_FILE without approverKeys.existingSecret")
+        if name == "transfer":
+            # In-cluster the worker uses its ServiceAccount token; for another cluster, that cluster's kubeconfig.
+            kubeconfig = env.get("MTV_TRANSFER_KUBECONFIG", {}).get("value")
+            if scenario == "scaled":
+                c.expect(kubeconfig == "/etc/mtv/kubeconfig/kubeconfig" and spec.get("serviceAccountName") ==
+                         "mtv-transfer" and spec.get("automountServiceAccountToken") is False,
+                         f"{cwhere}: expected MTV_TRANSFER_KUBECONFIG from converter.kubeconfig, no token mounted")
+            else:
+                c.expect(kubeconfig is None and spec.get("automountServiceAccountToken") is True and
+                         spec.get("serviceAccountName") == "mtv-transfer",
+                         f"{cwhere}: in-cluster workers need ServiceAccount mtv-transfer with its token mounted")
         if name == "converter":
             c.expect(env.get("MTV_KUBECONFIG", {}).get("value", "").startswith("/etc/mtv/kubeconfig/"),
                      f"{cwhere}: MTV_KUBECONFIG not set")
@@ -185,32 +200,51 @@ def check(docs: list[dict[str, Any]], scenario: str) -> tuple[Checker, Counter[s
                      "Secret mtv-kafka has no bootstrap kafka:9092")
 
     accounts = {a["metadata"]["name"] for a in by_kind.get("ServiceAccount", [])}
-    c.expect({"mtv", "mtv-converter"} <= accounts, f"ServiceAccounts mtv and mtv-converter expected, got {accounts}")
+    c.expect({"mtv", "mtv-converter", "mtv-transfer"} <= accounts,
+             f"ServiceAccounts mtv, mtv-converter and mtv-transfer expected, got {accounts}")
     converter = deployments.get("converter")
     if converter:
         c.expect(converter["spec"]["template"]["spec"].get("serviceAccountName") == "mtv-converter",
                  "the converter does not run as ServiceAccount mtv-converter")
-    granted: dict[tuple[str, str], set[str]] = {}
-    for role in by_kind.get("ClusterRole", []):
-        for key, verbs in _rules(role).items():
-            granted.setdefault(key, set()).update(verbs)
     roles = by_kind.get("Role", [])
     if scenario == "scaled":
-        c.expect(sorted(r["metadata"]["namespace"] for r in roles) == ["migrated", "migrated-test"],
+        expected = ["migrated", "migrated", "migrated-test", "migrated-test"]  # converter and transfer in each
+        c.expect(sorted(r["metadata"]["namespace"] for r in roles) == expected,
                  f"expected Roles in migrated and migrated-test, got {[r['metadata'].get('namespace') for r in roles]}")
-        c.expect(kinds["RoleBinding"] == 2, f"expected 2 RoleBindings, got {kinds['RoleBinding']}")
-        c.expect(("kubevirt.io", "virtualmachines") not in granted,
+        c.expect(kinds["RoleBinding"] == 4, f"expected 4 RoleBindings, got {kinds['RoleBinding']}")
+        cluster_wide = _granted(by_kind, "mtv-converter", ("ClusterRole",))
+        c.expect(("kubevirt.io", "virtualmachines") not in cluster_wide,
                  "the ClusterRole grants VMs cluster-wide although targetNamespaces is set")
-        for role in roles:
-            for key, verbs in _rules(role).items():
-                granted.setdefault(key, set()).update(verbs)
+        c.expect(not _granted(by_kind, "mtv-transfer", ("ClusterRole",)),
+                 "the transfer workers get a ClusterRole although targetNamespaces is set")
     else:
         c.expect(not roles, "namespaced Roles rendered although converter.rbac.targetNamespaces is empty")
-    for key, verbs in CONVERTER_RULES.items():
-        c.expect(verbs <= granted.get(key, set()),
-                 f"converter RBAC lacks {sorted(verbs - granted.get(key, set()))} on {key[1]}.{key[0] or 'core'}")
-    c.expect(kinds["ClusterRoleBinding"] == 1, f"expected 1 ClusterRoleBinding, got {kinds['ClusterRoleBinding']}")
+    for account, needed in (("mtv-converter", CONVERTER_RULES), ("mtv-transfer", TRANSFER_RULES)):
+        granted = _granted(by_kind, account, ("ClusterRole", "Role"))
+        for key, verbs in needed.items():
+            c.expect(verbs <= granted.get(key, set()),
+                     f"{account} RBAC lacks {sorted(verbs - granted.get(key, set()))} on {key[1]}.{key[0] or 'core'}")
+    expected_crb = 1 if scenario == "scaled" else 2
+    c.expect(kinds["ClusterRoleBinding"] == expected_crb,
+             f"expected {expected_crb} ClusterRoleBinding(s), got {kinds['ClusterRoleBinding']}")
     return c, kinds
+
+
+def _granted(by_kind: dict[str, list[dict[str, Any]]], account: str, role_kinds: tuple[str, ...]
+             ) -> dict[tuple[str, str], set[str]]:
+    """What ServiceAccount `account` is granted through the rendered (Cluster)RoleBindings of `role_kinds`."""
+    roles = {(r["kind"], r["metadata"]["name"], r["metadata"].get("namespace")): r
+             for kind in role_kinds for r in by_kind.get(kind, [])}
+    out: dict[tuple[str, str], set[str]] = {}
+    for binding in by_kind.get("ClusterRoleBinding", []) + by_kind.get("RoleBinding", []):
+        if not any(s.get("kind") == "ServiceAccount" and s.get("name") == account for s in binding["subjects"]):
+            continue
+        ref = binding["roleRef"]
+        namespace = None if ref["kind"] == "ClusterRole" else binding["metadata"].get("namespace")
+        role = roles.get((ref["kind"], ref["name"], namespace))
+        for key, verbs in _rules(role or {}).items():
+            out.setdefault(key, set()).update(verbs)
+    return out
 
 
 def main() -> int:

@@ -63,6 +63,14 @@ app.kubernetes.io/part-of: mtv
 {{- end }}
 {{- end }}
 
+{{- define "mtv.transferServiceAccountName" -}}
+{{- if .Values.transfer.serviceAccount.create }}
+{{- default (printf "%s-transfer" (include "mtv.fullname" .)) .Values.transfer.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.transfer.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
 {{- define "mtv.kafkaSecretName" -}}
 {{- if .Values.kafka.existingSecret }}
 {{- .Values.kafka.existingSecret }}
@@ -273,4 +281,14 @@ each copy is a 0700 directory of 0600 files owned by the service's user. */}}
 - apiGroups: [cdi.kubevirt.io]
   resources: [datavolumes]
   verbs: [get, list, create, patch, delete]
+{{- end }}
+
+{{- define "mtv.transferTargetRules" -}}
+# A CDI upload token per disk copy: wait for the DataVolume (get), then an UploadTokenRequest (create).
+- apiGroups: [cdi.kubevirt.io]
+  resources: [datavolumes]
+  verbs: [get]
+- apiGroups: [upload.cdi.kubevirt.io]
+  resources: [uploadtokenrequests]
+  verbs: [create]
 {{- end }}
