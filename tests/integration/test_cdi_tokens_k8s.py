@@ -44,7 +44,7 @@ def cdi(k8s_api: KubeApi, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     upload = CdiUploadServer(root / "proxy", token="static-token-not-used-here")
     api = CdiTokenApi(root / "api", upload)
     try:
-        register(k8s_api.client, api.port)
+        register(k8s_api.client, api)
         yield api, upload
     finally:
         api.close()

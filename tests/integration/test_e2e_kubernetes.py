@@ -37,7 +37,7 @@ def cdi(k8s_api: KubeApi, tmp_path: Path) -> Iterator[tuple[CdiTokenApi, CdiUplo
     upload = CdiUploadServer(tmp_path / "proxy", token="static-token-unused")
     api = CdiTokenApi(tmp_path / "api", upload)
     try:
-        register(k8s_api.client, api.port)
+        register(k8s_api.client, api)
         yield api, upload
     finally:
         api.close()
