@@ -6,12 +6,16 @@ leaves the others of its partitions waiting, even when another worker sits idle:
 request into a partition owned by an idle peer, then commits past it in its own partition.
 
 Only the oldest waiting request of a partition that has no copy running may move: offsets are
-committed in order, so moving a request behind a running copy would commit past that copy.
+committed in order, so moving a request behind a running copy would commit past that copy. A
+request moves at most once: two workers that turn busy at the same moment each see the other
+idle for a moment (statuses travel through Kafka), and would otherwise hand the same disk back
+and forth.
 
 Peers are known from the `TransferWorkerStatus` each worker publishes on every change and every
-`interval_seconds`. A peer is idle when its last status says so, is fresh (heard within
-`STALE_INTERVALS` intervals) and has not been handed a disk since that status: one disk per idle
-report, so two busy workers do not both fill the same idle peer.
+`interval_seconds`. A peer is idle when its last status says so and is fresh (heard within
+`STALE_INTERVALS` intervals). After a hand-off, the peer gets nothing more from this worker until
+it reports copying that disk (or the hand-off is `STALE_INTERVALS` old): its periodic "idle"
+status may be published before it fetched the disk, and must not draw a second one.
 """
 
 from __future__ import annotations
@@ -44,28 +48,51 @@ class PeerStatus:
 
 
 @dataclass(frozen=True)
+class HandedOff:
+    """A disk given to a peer that has not yet reported copying it."""
+
+    transfer_id: str
+    at: float  # this process's monotonic clock
+
+
+@dataclass(frozen=True)
 class Waiting:
     """A request this worker holds but has not started: its partition and offset there."""
 
     partition: int
     offset: int
+    moved: bool = False  # handed here by a peer already
 
 
 def movable(waiting: Iterable[Waiting], running_partition: int | None) -> list[Waiting]:
-    """The requests that may move: the oldest per partition, not behind the running copy."""
+    """The requests that may move: the oldest per partition, not behind the running copy, not moved before."""
     oldest: dict[int, Waiting] = {}
     for w in waiting:
         if w.partition != running_partition and (w.partition not in oldest or w.offset < oldest[w.partition].offset):
             oldest[w.partition] = w
-    return sorted(oldest.values(), key=lambda w: (w.offset, w.partition))
+    return sorted((w for w in oldest.values() if not w.moved), key=lambda w: (w.offset, w.partition))
+
+
+def unconfirmed(handed: Mapping[str, HandedOff], peers: Mapping[str, PeerStatus], now: float
+                ) -> dict[str, HandedOff]:
+    """The hand-offs still unconfirmed: the peer has not reported copying the disk, and it is not too old
+    (a disk answered at once, e.g. a duplicate, never shows as busy)."""
+    kept = {}
+    for worker, h in handed.items():
+        peer = peers.get(worker)
+        if peer is not None and peer.state is State.BUSY and peer.transfer_id == h.transfer_id:
+            continue
+        interval = peer.interval_seconds if peer is not None else 2.0
+        if now - h.at <= STALE_INTERVALS * interval:
+            kept[worker] = h
+    return kept
 
 
 def idle_peers(peers: Mapping[str, PeerStatus], me: str, now: float,
-               handed: Mapping[str, float]) -> list[PeerStatus]:
-    """Fresh idle peers owning partitions, not handed a disk since their last status; longest idle first."""
+               handed: Mapping[str, HandedOff]) -> list[PeerStatus]:
+    """Fresh idle peers owning partitions, with no unconfirmed hand-off; longest idle first."""
     found = [p for p in peers.values()
-             if p.worker != me and p.state is State.IDLE and p.partitions and p.fresh(now)
-             and handed.get(p.worker, float("-inf")) < p.heard_at]
+             if p.worker != me and p.state is State.IDLE and p.partitions and p.fresh(now) and p.worker not in handed]
     return sorted(found, key=lambda p: (p.heard_at, p.worker))
 
 

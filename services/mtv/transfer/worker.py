@@ -58,6 +58,10 @@ MAX_RETRIES = 3
 HANDED_OFF_HEADER = "mtv-handed-off-by"
 
 
+def _handed_off(msg: Message) -> bool:
+    return any(name == HANDED_OFF_HEADER for name, _ in msg.headers() or [])
+
+
 @dataclass
 class ActiveJob:
     job: TransferJob
@@ -115,9 +119,9 @@ class TransferWorker:
         # Requests fetched before a pause took effect: handled, in order, once the job is done.
         self._deferred: list[Message] = []
         self._retries = 0
-        # Hand-off state: peer -> when the status we handed a disk on arrived; partitions resumed
-        # while busy to fetch requests for idle peers.
-        self._handed: dict[str, float] = {}
+        # Hand-off state: disks given to peers that have not reported copying them yet; partitions
+        # resumed while busy to fetch requests for idle peers.
+        self._handed: dict[str, handoff.HandedOff] = {}
         self._scouted: frozenset[int] = frozenset()
 
     # -- lifecycle ---------------------------------------------------------------------------------
@@ -274,13 +278,7 @@ class TransferWorker:
             time.sleep(RETRY_PAUSE_SECONDS)
         self._scouted = frozenset()
         self._report()
-        try:
-            self.consumer.resume(self.consumer.assignment())
-            # librdkafka 2.16 fetches resumed partitions only at its broker thread's next wake-up (up to
-            # 1 s, measured); a metadata request wakes it, so the next disk starts at once.
-            self.consumer.list_topics(self.topics.requests.name, timeout=5)
-        except KafkaException as exc:
-            log.debug("resume: %s", exc)
+        self._resume(self.consumer.assignment())
 
     def _commit(self, tp: TopicPartition) -> None:
         try:
@@ -295,6 +293,15 @@ class TransferWorker:
         except KafkaException as exc:
             # Only partitions in flux (mid-rebalance) refuse; a message from one is deferred anyway.
             log.warning("pause: %s", exc)
+
+    def _resume(self, partitions: list[TopicPartition]) -> None:
+        try:
+            self.consumer.resume(partitions)
+            # librdkafka 2.16 fetches resumed partitions only at its broker thread's next wake-up (up to
+            # 1 s, measured); a metadata request wakes it, so the next disk starts at once.
+            self.consumer.list_topics(self.topics.requests.name, timeout=5)
+        except KafkaException as exc:
+            log.debug("resume: %s", exc)
 
     def _owned(self) -> set[TopicPartition]:
         return {TopicPartition(p.topic, p.partition) for p in self.consumer.assignment()}
@@ -348,10 +355,12 @@ class TransferWorker:
         active = self._active
         if active is None:
             return
-        peers = handoff.idle_peers(self.directory.peers, self.name, time.monotonic(), self._handed)
+        now = time.monotonic()
+        self._handed = handoff.unconfirmed(self._handed, self.directory.peers, now)
+        peers = handoff.idle_peers(self.directory.peers, self.name, now, self._handed)
         running = active.partition.partition
         waiting = {(m.partition(), m.offset()): m for m in self._deferred if m.topic() == self.topics.requests.name}
-        for w in handoff.movable([handoff.Waiting(p, o) for p, o in waiting], running):
+        for w in handoff.movable([handoff.Waiting(p, o, _handed_off(m)) for (p, o), m in waiting.items()], running):
             if not peers:
                 break
             msg = waiting[(w.partition, w.offset)]
@@ -363,10 +372,8 @@ class TransferWorker:
                           if peers and p.partition != running and p.partition not in held)
         if scout != self._scouted:
             topic = self.topics.requests.name
-            try:
-                self.consumer.resume([TopicPartition(topic, p) for p in scout - self._scouted])
-            except KafkaException as exc:
-                log.debug("resume for hand-off: %s", exc)
+            if scout - self._scouted:
+                self._resume([TopicPartition(topic, p) for p in scout - self._scouted])
             self._pause([TopicPartition(topic, p) for p in self._scouted - scout])
             self._scouted = scout
 
@@ -383,7 +390,7 @@ class TransferWorker:
             log.warning("hand-off of %s to %s failed, keeping it: %s", key, peer.worker, exc)
             return False
         self._commit(TopicPartition(msg.topic(), msg.partition(), msg.offset()))
-        self._handed[peer.worker] = peer.heard_at
+        self._handed[peer.worker] = handoff.HandedOff(key, time.monotonic())
         metrics.TRANSFER_HANDOFFS.inc()
         log.info("transfer %s: handed to idle worker %s (%s[%d] -> [%d])", key, peer.worker, msg.topic(),
                  msg.partition(), dest, extra={"transfer_id": key})

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from mtv.transfer import handoff
-from mtv.transfer.handoff import PeerStatus, State, Waiting
+from mtv.transfer.handoff import HandedOff, PeerStatus, State, Waiting
 
 
 def peer(name: str, state: State = State.IDLE, heard_at: float = 100.0, partitions: tuple[int, ...] = (3, 4),
@@ -18,9 +18,12 @@ def test_only_the_oldest_request_of_a_partition_without_a_running_copy_may_move(
     assert handoff.movable(waiting, running_partition=0) == [Waiting(1, 5), Waiting(2, 9)]
     assert handoff.movable(waiting, running_partition=None) == [Waiting(0, 3), Waiting(1, 5), Waiting(2, 9)]
     assert handoff.movable([], running_partition=1) == []
+    # A request handed here by a peer stays, and still holds back the later ones of its partition.
+    assert handoff.movable([Waiting(1, 5, moved=True), Waiting(1, 7), Waiting(2, 9)], running_partition=0) == [
+        Waiting(2, 9)]
 
 
-def test_idle_peers_are_fresh_idle_others_with_partitions_not_yet_handed_a_disk() -> None:
+def test_idle_peers_are_fresh_idle_others_with_partitions_and_no_unconfirmed_hand_off() -> None:
     peers = {p.worker: p for p in [
         peer("me"),
         peer("busy", State.BUSY, transfer_id="p/v/1"),
@@ -33,10 +36,26 @@ def test_idle_peers_are_fresh_idle_others_with_partitions_not_yet_handed_a_disk(
     now = 100.5
     found = [p.worker for p in handoff.idle_peers(peers, "me", now, handed={})]
     assert found == ["idle-early", "idle-late"]  # longest idle first
-    # Handed a disk since its last status: not again until it reports anew.
-    assert [p.worker for p in handoff.idle_peers(peers, "me", now, handed={"idle-early": 99.0})] == ["idle-late"]
-    assert [p.worker for p in handoff.idle_peers(peers, "me", now, handed={"idle-early": 98.0})] == [
-        "idle-early", "idle-late"]
+    handed = {"idle-early": HandedOff("p/v/2", 100.0)}
+    assert [p.worker for p in handoff.idle_peers(peers, "me", now, handed)] == ["idle-late"]
+
+
+def test_a_hand_off_is_confirmed_when_the_peer_reports_copying_that_disk() -> None:
+    handed = {"w2": HandedOff("p/v/2", at=100.0)}
+    # Still idle (a periodic status sent before it fetched the disk): unconfirmed, no second disk.
+    idle = {"w2": peer("w2", heard_at=100.3)}
+    assert handoff.unconfirmed(handed, idle, now=100.5) == handed
+    assert handoff.idle_peers(idle, "me", 100.5, handoff.unconfirmed(handed, idle, now=100.5)) == []
+    # Busy with another disk: still unconfirmed.
+    other = {"w2": peer("w2", State.BUSY, heard_at=100.4, transfer_id="p/v/9")}
+    assert handoff.unconfirmed(handed, other, now=100.5) == handed
+    # Copying it: confirmed; its next idle status counts again.
+    busy = {"w2": peer("w2", State.BUSY, heard_at=100.4, transfer_id="p/v/2")}
+    assert handoff.unconfirmed(handed, busy, now=100.5) == {}
+    # Never seen busy (answered at once, e.g. a duplicate): forgotten after three intervals.
+    assert handoff.unconfirmed(handed, idle, now=106.0) == handed
+    assert handoff.unconfirmed(handed, idle, now=106.1) == {}
+    assert handoff.unconfirmed(handed, {}, now=106.1) == {}
 
 
 def test_a_status_goes_stale_after_three_intervals() -> None:
