@@ -99,6 +99,8 @@ class WatchState:
             disk.state, disk.done, disk.total = "completed", c.bytes_total, c.bytes_total
             disk.detail, disk.eta, disk.worker = f"sha256 {c.sha256[:12]}", 0.0, c.worker
             disk.sha256 = c.sha256
+            # The average over the whole copy: the last progress rate is often a near-zero tail.
+            disk.rate = c.bytes_total / c.duration_seconds if c.duration_seconds > 0 else disk.rate
 
     def _on_disk_transfer_failed(self, f: transfer_pb2.DiskTransferFailed) -> None:
         disk = self._disk(f)  # type: ignore[arg-type]

@@ -23,12 +23,13 @@ def test_progress_then_completion_and_failure() -> None:
     state.apply(_progress("p1/vm-1/2000", 100))
     state.apply(_progress("p1/vm-1/2001", 500))
     state.apply(_ev(transfer_pb2.DiskTransferCompleted(transfer_id="p1/vm-1/2000", plan_id="p1", vm_id="vm-1",
-                                                       sha256="ab" * 32, bytes_total=1000)))
+                                                       sha256="ab" * 32, bytes_total=1000, duration_seconds=4.0)))
     state.apply(_progress("p1/vm-1/2000", 300))  # late progress must not undo completion
     state.apply(_ev(transfer_pb2.DiskTransferFailed(transfer_id="p1/vm-1/2001", plan_id="p1", vm_id="vm-1",
                                                     reason="404 from datastore: file missing")))
     disks = state.plans["p1"].disks
     assert (disks["p1/vm-1/2000"].state, disks["p1/vm-1/2000"].done) == ("completed", 1000)
+    assert disks["p1/vm-1/2000"].rate == 250.0  # average of the whole copy, not the last progress
     assert disks["p1/vm-1/2001"].state == "failed"
     assert not state.done()
 
