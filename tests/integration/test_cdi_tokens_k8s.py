@@ -23,7 +23,7 @@ import pytest
 from kubernetes import client
 
 from fixtures import converter_vms
-from fixtures.cdi_api import TRANSFER_RULES, CdiTokenApi, register, service_account_kubeconfig
+from fixtures.cdi_api import TRANSFER_RULES, CdiTokenApi, cdi_stand_ins, service_account_kubeconfig
 from fixtures.cdi_upload import CdiUploadServer
 from fixtures.k8s import KubeApi
 from mtv.converter import manifests
@@ -40,15 +40,8 @@ MiB = 1 << 20
 
 @pytest.fixture(scope="module")
 def cdi(k8s_api: KubeApi, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[CdiTokenApi, CdiUploadServer]]:
-    root = tmp_path_factory.mktemp("cdi")
-    upload = CdiUploadServer(root / "proxy", token="static-token-not-used-here")
-    api = CdiTokenApi(root / "api", upload)
-    try:
-        register(k8s_api.client, api)
-        yield api, upload
-    finally:
-        api.close()
-        upload.close()
+    with cdi_stand_ins(k8s_api.client, tmp_path_factory.mktemp("cdi")) as stand_ins:
+        yield stand_ins
 
 
 def _volumes(k8s_api: KubeApi, namespace: str) -> list[str]:

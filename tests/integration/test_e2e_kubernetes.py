@@ -21,7 +21,7 @@ import pytest
 import yaml
 from kubernetes import client
 
-from fixtures.cdi_api import CdiTokenApi, register
+from fixtures.cdi_api import CdiTokenApi, cdi_stand_ins
 from fixtures.cdi_upload import CdiUploadServer
 from fixtures.k8s import KubeApi
 from mtv.converter.manifests import DV_API, FIELD_MANAGER, LABEL_MANAGED_BY, VM_API
@@ -34,14 +34,8 @@ DEFAULT_CLASS = "mtv-e2e-default"
 
 @pytest.fixture
 def cdi(k8s_api: KubeApi, tmp_path: Path) -> Iterator[tuple[CdiTokenApi, CdiUploadServer]]:
-    upload = CdiUploadServer(tmp_path / "proxy", token="static-token-unused")
-    api = CdiTokenApi(tmp_path / "api", upload)
-    try:
-        register(k8s_api.client, api)
-        yield api, upload
-    finally:
-        api.close()
-        upload.close()
+    with cdi_stand_ins(k8s_api.client, tmp_path) as stand_ins:
+        yield stand_ins
 
 
 class CdiController:

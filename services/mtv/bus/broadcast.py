@@ -9,8 +9,13 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from collections.abc import Iterator
+from typing import Any
 
-from confluent_kafka import OFFSET_END, Consumer, KafkaException, TopicPartition
+from confluent_kafka import OFFSET_END, Consumer, KafkaException, Message, TopicPartition
+
+from mtv import events
+from mtv.bus.codec import CodecError, decode
 
 log = logging.getLogger(__name__)
 
@@ -41,3 +46,23 @@ def assign_since(consumer: Consumer, topic: str, since_ms: int, timeout: float =
     # -1: no message at or after `since_ms`.
     consumer.assign([TopicPartition(tp.topic, tp.partition, tp.offset if tp.offset >= 0 else OFFSET_END)
                      for tp in found])
+
+
+def drain(consumer: Consumer, payload_field: str, max_messages: int = 500) -> Iterator[tuple[Message, Any]]:
+    """What has arrived, without blocking: (message, payload) for each event carrying `payload_field`.
+    Other payloads are skipped; unreadable messages are logged and skipped (every process reads
+    them, so none of them can own a dead-letter decision)."""
+    for _ in range(max_messages):
+        msg = consumer.poll(0)
+        if msg is None:
+            return
+        if msg.error() is not None or msg.value() is None:
+            continue
+        try:
+            event = decode(msg.value())
+        except CodecError as exc:
+            log.warning("ignoring an unreadable message at %s[%d]@%d: %s", msg.topic(), msg.partition(),
+                        msg.offset(), exc)
+            continue
+        if events.payload_field(event) == payload_field:
+            yield msg, getattr(event, payload_field)

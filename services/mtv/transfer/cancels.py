@@ -7,14 +7,9 @@ the cancel runs. Cancels older than the lookback are not read at start-up.
 
 from __future__ import annotations
 
-import logging
 import time
 
-from mtv import events
 from mtv.bus import broadcast
-from mtv.bus.codec import CodecError, decode
-
-log = logging.getLogger(__name__)
 
 
 class CancelWatcher:
@@ -30,22 +25,8 @@ class CancelWatcher:
     def poll(self, max_messages: int = 500) -> int:
         """Take in what has arrived (never blocks); return how many cancels were read."""
         seen = 0
-        while seen < max_messages:
-            msg = self._consumer.poll(0)
-            if msg is None:
-                break
-            if msg.error() is not None:
-                continue
+        for msg, cancel in broadcast.drain(self._consumer, "disk_transfer_cancel_requested", max_messages):
             seen += 1
-            try:
-                event = decode(msg.value())
-            except CodecError as exc:
-                log.warning("ignoring an unreadable cancel at %s[%d]@%d: %s", msg.topic(), msg.partition(),
-                            msg.offset(), exc)
-                continue
-            if events.payload_field(event) != "disk_transfer_cancel_requested":
-                continue
-            cancel = event.disk_transfer_cancel_requested
             stamp = msg.timestamp()[1]
             if stamp >= self._canceled.get(cancel.transfer_id, (-1, ""))[0]:
                 self._canceled[cancel.transfer_id] = (stamp, cancel.reason or "cancel requested")

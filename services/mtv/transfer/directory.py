@@ -9,19 +9,15 @@ arrived), never on another machine's.
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Iterable
 
 from mtv import events
 from mtv.bus import Publisher, broadcast
-from mtv.bus.codec import CodecError, decode
 from mtv.topics import Topic
 from mtv.transfer import handoff
 from mtv.transfer.handoff import PeerStatus, State
 from mtv.v1 import transfer_pb2
-
-log = logging.getLogger(__name__)
 
 _TO_PROTO = {State.IDLE: transfer_pb2.WORKER_STATE_IDLE, State.BUSY: transfer_pb2.WORKER_STATE_BUSY,
              State.STOPPED: transfer_pb2.WORKER_STATE_STOPPED}
@@ -50,21 +46,7 @@ class WorkerDirectory:
 
     def poll(self, max_messages: int = 200) -> None:
         """Take in peers' statuses that arrived (never blocks)."""
-        for _ in range(max_messages):
-            msg = self._consumer.poll(0)
-            if msg is None:
-                return
-            if msg.error() is not None or msg.value() is None:
-                continue
-            try:
-                event = decode(msg.value())
-            except CodecError as exc:
-                log.warning("ignoring an unreadable worker status at %s[%d]@%d: %s", msg.topic(), msg.partition(),
-                            msg.offset(), exc)
-                continue
-            if events.payload_field(event) != "transfer_worker_status":
-                continue
-            s = event.transfer_worker_status
+        for _, s in broadcast.drain(self._consumer, "transfer_worker_status", max_messages):
             if self._group is not None and (s.group_id != self._group or s.requests_topic != self._requests):
                 continue
             self.peers[s.worker] = PeerStatus(
