@@ -10,6 +10,7 @@ naming a kubeconfig of a ServiceAccount that has exactly the transfer RBAC.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import threading
@@ -65,9 +66,9 @@ def _kubeconfig(k8s_api: KubeApi, namespace: str, path: Path, rules: list[dict[s
 
 
 def _open(upload: CdiUploadServer, namespace: str, pvc: str, kubeconfig: Path, timeout: float = 60.0,
-          signal: StopSignal | None = None) -> Any:
-    spec = TransferSpec("p/vm/1", "p", "vm", 1, LocalFile("/unused"), CdiUploadSpec(upload.url, "", namespace, pvc,
-                                                                                      upload.ca_pem), size=1)
+          signal: StopSignal | None = None, context: str = "") -> Any:
+    spec = TransferSpec("p/vm/1", "p", "vm", 1, LocalFile("/unused"),
+                        CdiUploadSpec(upload.url, "", namespace, pvc, upload.ca_pem, context=context), size=1)
     settings = TransferSettings(kafka_bootstrap="unused:9092", transfer_kubeconfig=str(kubeconfig),  # type: ignore[call-arg]
                                 transfer_upload_ready_timeout=timeout)
     return open_sink(spec, SimpleNamespace(settings=settings), signal or StopSignal())  # type: ignore[arg-type]
@@ -148,6 +149,35 @@ def test_missing_rbac_is_reported_with_what_to_grant(
     none = _kubeconfig(k8s_api, k8s_namespace, tmp_path / "nobody.kubeconfig", [], name="nobody")
     with pytest.raises(SinkRejected, match=f"may not get datavolumes.cdi.kubevirt.io in namespace {k8s_namespace}"):
         _open(upload, k8s_namespace, pvc, none).open(1, 0)
+
+
+def test_the_token_is_requested_in_the_plans_context_not_the_current_one(
+        k8s_api: KubeApi, k8s_namespace: str, cdi: tuple[CdiTokenApi, CdiUploadServer], tmp_path: Path) -> None:
+    """A kubeconfig with several clusters: the request's context (the plan's target.context) wins."""
+    api, upload = cdi
+    pvc = _volumes(k8s_api, k8s_namespace)[0]
+    _set_phase(k8s_api, k8s_namespace, pvc, "UploadReady")
+    path = _kubeconfig(k8s_api, k8s_namespace, tmp_path / "kubeconfig", TRANSFER_RULES)
+    doc = json.loads(path.read_text())
+    doc["contexts"][0]["name"] = "target"
+    doc["clusters"].append({"name": "elsewhere", "cluster": {"server": "https://127.0.0.1:9"}})
+    doc["contexts"].append({"name": "elsewhere", "context": {"cluster": "elsewhere", "user": doc["users"][0]["name"]}})
+    doc["current-context"] = "elsewhere"
+    path.write_text(json.dumps(doc))
+    asked_before = len(api.requests)
+
+    data = _disk(MiB)
+    sink = _open(upload, k8s_namespace, pvc, path, context="target")
+    sink.open(len(data), 0)
+    sink.write(0, memoryview(data), [(0, len(data))])
+    sink.finish()
+    assert [r.body["spec"]["pvcName"] for r in api.requests[asked_before:]] == [pvc]
+    assert upload.stored_for(k8s_namespace, pvc).read_bytes() == data
+
+    with pytest.raises(SinkUnavailable, match="cannot reach the Kubernetes API server https://127.0.0.1:9"):
+        _open(upload, k8s_namespace, pvc, path).open(1, 0)  # no context: the current one, another cluster
+    with pytest.raises(SinkRejected, match="at context 'prod-west'"):
+        _open(upload, k8s_namespace, pvc, path, context="prod-west").open(1, 0)
 
 
 def test_the_wait_is_bounded_fails_fast_where_waiting_cannot_help_and_stops_on_cancel(

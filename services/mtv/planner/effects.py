@@ -60,7 +60,9 @@ def _prepared(rec: VmRecord) -> list[target_pb2.PreparedDisk]:
             for d in rec.disks]
 
 
-def transfer_request(rec: VmRecord, key: int, attempt: int, cdi: CdiUpload) -> transfer_pb2.DiskTransferRequested:
+def transfer_request(rec: VmRecord, key: int, attempt: int, cdi: CdiUpload,
+                     context: str = "") -> transfer_pb2.DiskTransferRequested:
+    """The request for one disk; `context` is the plan's kubeconfig context for an upload sink."""
     assert rec.vm is not None
     disk = next(d for d in rec.vm.disks if d.key == key)
     state = rec.disk(key)
@@ -73,7 +75,7 @@ def transfer_request(rec: VmRecord, key: int, attempt: int, cdi: CdiUpload) -> t
     if sink_ref.is_upload:
         sink = transfer_pb2.DiskSink(cdi_upload=transfer_pb2.CdiUploadSink(
             url=cdi.url, token_ref=cdi.token_ref, namespace=sink_ref.namespace, pvc_name=sink_ref.pvc_name,
-            ca_pem=cdi.ca_pem, insecure_skip_verify=cdi.insecure_skip_verify))
+            ca_pem=cdi.ca_pem, insecure_skip_verify=cdi.insecure_skip_verify, context=context))
     else:
         sink = transfer_pb2.DiskSink(file=transfer_pb2.LocalFileSink(path=sink_ref.path))
     return transfer_pb2.DiskTransferRequested(
@@ -87,7 +89,7 @@ def payload(cmd: Command, rec: VmRecord, spec: PlanSpec, cdi: CdiUpload) -> Mess
         return inventory_pb2.SourcePowerRequested(provider_id=rec.provider_id, vm_id=rec.vm_id,
                                                   action=_POWER_PB[cmd.action], plan_id=rec.plan_id)
     if isinstance(cmd, RequestTransfer):
-        return transfer_request(rec, cmd.key, cmd.attempt, cdi)
+        return transfer_request(rec, cmd.key, cmd.attempt, cdi, spec.target_context)
     if isinstance(cmd, CancelTransfer):
         return transfer_pb2.DiskTransferCancelRequested(
             transfer_id=topics.transfer_id(rec.plan_id, rec.vm_id, cmd.key), reason=cmd.reason)

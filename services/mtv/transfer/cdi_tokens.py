@@ -2,8 +2,8 @@
 
 A thin adapter around the kubernetes client; the decisions are in `cdi_upload`. The kubeconfig is
 MTV_TRANSFER_KUBECONFIG, else $KUBECONFIG, else the pod's ServiceAccount (in-cluster), and is read
-afresh for every disk, so rotated credentials need no restart. Its current context must be the
-target cluster's.
+afresh for every disk, so rotated credentials need no restart. The request names the context (the
+plan's target.context); without one, the kubeconfig's current context is used.
 
 The token is returned to the caller only; it is never logged and never part of an exception
 (the client's ApiException text would include bodies and headers, so it is never formatted).
@@ -36,20 +36,22 @@ from mtv.transfer.cdi_upload import (
 from mtv.transfer.errors import SinkRejected, SinkUnavailable
 
 
-def api_client(kubeconfig: str = "") -> client.ApiClient:
-    """A client from `kubeconfig`, else $KUBECONFIG, else the in-cluster ServiceAccount."""
+def api_client(kubeconfig: str = "", context: str = "") -> client.ApiClient:
+    """A client from `kubeconfig` (else $KUBECONFIG) at `context` (else its current one), else the
+    in-cluster ServiceAccount."""
     path = kubeconfig or os.environ.get("KUBECONFIG", "")
     try:
         if path:
-            return config.new_client_from_config(config_file=path)
+            return config.new_client_from_config(config_file=path, context=context or None)
         configuration = client.Configuration()
         config.load_incluster_config(client_configuration=configuration)
         return client.ApiClient(configuration)
     except (config.ConfigException, OSError) as exc:
         where = path or "the in-cluster ServiceAccount (no MTV_TRANSFER_KUBECONFIG or KUBECONFIG set)"
-        raise SinkRejected(f"cannot load the Kubernetes credentials of the transfer worker from {where} "
-                           f"({type(exc).__name__}): set MTV_TRANSFER_KUBECONFIG to a kubeconfig of the target "
-                           "cluster, then retry the disk") from None
+        at = f" at context {context!r}" if context and path else ""
+        raise SinkRejected(f"cannot load the Kubernetes credentials of the transfer worker from {where}{at} "
+                           f"({type(exc).__name__}): set MTV_TRANSFER_KUBECONFIG to a kubeconfig with the plan's "
+                           "target context, then retry the disk") from None
 
 
 def _status_message(exc: ApiException) -> str:
@@ -126,10 +128,10 @@ class CdiTokens:
 
 
 def fresh_token(namespace: str, pvc_name: str, *, kubeconfig: str, timeout: float,
-                sleep: Callable[[float], None], interval: float = 2.0) -> str:
+                sleep: Callable[[float], None], interval: float = 2.0, context: str = "") -> str:
     """Wait (bounded) until the DataVolume `namespace/pvc_name` takes an upload, then return a new token for
     it. Raises TransferError subclasses only (and whatever `sleep` raises to stop the wait)."""
-    tokens = CdiTokens(api_client(kubeconfig))
+    tokens = CdiTokens(api_client(kubeconfig, context))
     try:
         wait_until_ready(lambda: tokens.probe(namespace, pvc_name), f"{namespace}/{pvc_name}", timeout=timeout,
                          interval=interval, sleep=sleep)

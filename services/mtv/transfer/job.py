@@ -322,5 +322,5 @@ def _requested_token(sink: CdiUploadSpec, settings: TransferSettings, signal: St
 
     log.info("waiting for DataVolume %s/%s to be UploadReady, then requesting an upload token", sink.namespace,
              sink.pvc_name)
-    return fresh_token(sink.namespace, sink.pvc_name, kubeconfig=settings.transfer_kubeconfig,
+    return fresh_token(sink.namespace, sink.pvc_name, kubeconfig=settings.transfer_kubeconfig, context=sink.context,
                        timeout=settings.transfer_upload_ready_timeout, sleep=sleep)

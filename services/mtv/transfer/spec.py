@@ -50,6 +50,7 @@ class CdiUploadSpec:
     pvc_name: str
     ca_pem: str = ""
     insecure_skip_verify: bool = False
+    context: str = ""  # kubeconfig context of the target cluster; "" = current
 
 
 Source = VsphereFile | LocalFile
@@ -119,5 +120,6 @@ def _sink(sink: transfer_pb2.DiskSink) -> Sink:
             raise InvalidRequest(f"sink.cdi_upload.url {c.url!r}: expected https://HOST[:PORT]/v1beta1/upload")
         if not c.namespace or not c.pvc_name:
             raise InvalidRequest("sink.cdi_upload.namespace and pvc_name must name the PVC to upload to")
-        return CdiUploadSpec(c.url, c.token_ref, c.namespace, c.pvc_name, c.ca_pem, c.insecure_skip_verify)
+        return CdiUploadSpec(c.url, c.token_ref, c.namespace, c.pvc_name, c.ca_pem, c.insecure_skip_verify,
+                             c.context)
     raise InvalidRequest("sink is not set: give sink.file (sparse raw file) or sink.cdi_upload")

@@ -141,10 +141,12 @@ def test_transfer_requests_name_the_flat_file_and_the_sink() -> None:
     assert (src.provider_id, src.datacenter_path, src.datastore_name, src.path) == (
         "prov-1", "DC0", "LocalDS_0", "vm-0001/vm-0001-flat.vmdk")
     assert local.sink.file.path == "/target/migrated/vm-0001/disk0.img"
-    upload = effects.payload(RequestTransfer(2000, 2), _transferring("cdi-upload://migrated/vm-0001-disk-0"), spec, cdi)
+    cluster = replace(spec, target_context="prod-east")
+    upload = effects.payload(RequestTransfer(2000, 2), _transferring("cdi-upload://migrated/vm-0001-disk-0"), cluster,
+                             cdi)
     c = upload.sink.cdi_upload
-    assert (c.url, c.token_ref, c.namespace, c.pvc_name, c.insecure_skip_verify) == (
-        "https://cdi.example/v1beta1/upload", "upload-token", "migrated", "vm-0001-disk-0", True)
+    assert (c.url, c.token_ref, c.namespace, c.pvc_name, c.insecure_skip_verify, c.context) == (
+        "https://cdi.example/v1beta1/upload", "upload-token", "migrated", "vm-0001-disk-0", True, "prod-east")
 
 
 def test_target_requests_carry_the_plan_with_only_this_vm() -> None:
