@@ -28,15 +28,19 @@ def reader(bootstrap: str, name: str) -> Consumer:
     })
 
 
-def assign_since(consumer: Consumer, topic: str, since_ms: int, timeout: float = 60.0) -> None:
+def assign_since(consumer: Consumer, topic: str, since_ms: int, timeout: float = 60.0) -> list[TopicPartition]:
     """Assign every partition of `topic` from the first message at or after `since_ms` (epoch ms),
-    or from the end where there is none. Waits for a topic created a moment ago to get leaders."""
+    or from the end where there is none. Waits for a topic created a moment ago to get leaders.
+    Returns, for the partitions with such messages, the end offsets at assignment: the backlog that
+    `caught_up` waits for."""
     deadline = time.monotonic() + timeout
     while True:
         try:
             meta = consumer.list_topics(topic, timeout=10).topics[topic]
             found = consumer.offsets_for_times([TopicPartition(topic, p, since_ms) for p in meta.partitions],
                                                timeout=10)
+            backlog = [TopicPartition(topic, tp.partition, consumer.get_watermark_offsets(tp, timeout=10)[1])
+                       for tp in found if tp.offset >= 0]
             break
         except KafkaException as exc:
             if time.monotonic() > deadline:
@@ -46,6 +50,16 @@ def assign_since(consumer: Consumer, topic: str, since_ms: int, timeout: float =
     # -1: no message at or after `since_ms`.
     consumer.assign([TopicPartition(tp.topic, tp.partition, tp.offset if tp.offset >= 0 else OFFSET_END)
                      for tp in found])
+    return backlog
+
+
+def caught_up(consumer: Consumer, backlog: list[TopicPartition]) -> bool:
+    """Whether everything that was in the partitions at assignment has been read."""
+    if not backlog:
+        return True
+    positions = {tp.partition: tp.offset for tp in consumer.position(
+        [TopicPartition(tp.topic, tp.partition) for tp in backlog])}
+    return all(positions.get(tp.partition, -1) >= tp.offset for tp in backlog)
 
 
 def drain(consumer: Consumer, payload_field: str, max_messages: int = 500) -> Iterator[tuple[Message, Any]]:

@@ -12,6 +12,8 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable
 
+from confluent_kafka import TopicPartition
+
 from mtv import events
 from mtv.bus import Publisher, broadcast
 from mtv.topics import Topic
@@ -37,12 +39,17 @@ class WorkerDirectory:
         self.interval = interval
         self._consumer = broadcast.reader(bootstrap, "mtv-transfer-workers")
         self.peers: dict[str, PeerStatus] = {}
+        self._backlog: list[TopicPartition] = []
         self._last: tuple[State, str, int, tuple[int, ...]] | None = None
         self._sent_at = float("-inf")
 
     def start(self, timeout: float = 60.0) -> None:
         since = time.time() - handoff.STALE_INTERVALS * self.interval
-        broadcast.assign_since(self._consumer, self._topic.name, int(since * 1000), timeout)
+        self._backlog = broadcast.assign_since(self._consumer, self._topic.name, int(since * 1000), timeout)
+
+    def caught_up(self) -> bool:
+        """Whether the statuses published before `start` have all been read."""
+        return broadcast.caught_up(self._consumer, self._backlog)
 
     def poll(self, max_messages: int = 200) -> None:
         """Take in peers' statuses that arrived (never blocks)."""
