@@ -221,9 +221,18 @@ def _cluster_id(data_dir: Path) -> str:
     path = data_dir / "cluster.id"
     if path.is_file():
         return path.read_text().strip()
-    cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    cid = new_cluster_id()
     path.write_text(cid + "\n")
     return cid
+
+
+def new_cluster_id() -> str:
+    """A KRaft cluster id: URL-safe base64 of a random UUID, never starting with "-" (the storage
+    tool would read `-t -abc…` as a missing value; Kafka's own Uuid.randomUuid skips those too)."""
+    while True:
+        cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cid.startswith("-"):
+            return cid
 
 
 def _server_properties(data_dir: Path, port: int, controller_port: int) -> dict[str, str]:
