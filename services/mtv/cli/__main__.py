@@ -82,8 +82,8 @@ def parser() -> argparse.ArgumentParser:
     w.add_argument("--bootstrap", help="Kafka bootstrap servers (default: $MTV_KAFKA_BOOTSTRAP)")
     w.add_argument("--timeout", type=float, default=0.0, help="give up after this many seconds (0: never)")
     w.set_defaults(func=cmd_watch)
-    sub.add_parser("status", help="is everything up: broker, services, providers, plans (exit 1 if not)") \
-        .set_defaults(func=cmd_status)
+    sub.add_parser("status", help="is everything up: broker, services, transfer workers, providers, plans "
+                                  "(exit 1 if not)").set_defaults(func=cmd_status)
     inventory_cli.add_parsers(sub)
     plan_client.add_parser(sub)
     return top
