@@ -17,10 +17,10 @@ checkpoint and is acknowledged without copying. A duplicate elsewhere (the origi
 off) waits while a peer reports copying that disk. When the partition moves (scale-out, SIGTERM),
 the revoke callback stops the job at a chunk boundary and writes its checkpoint *before*
 returning, and the new owner cannot fetch the partition before the callback returned; it resumes
-from that checkpoint. Only a *lost*
-partition (this worker missed its session timeout) can overlap with the new owner, for at most
-the time until this worker notices; the job then stops without checkpointing, and the overlap
-writes identical bytes at identical offsets (same source), so the sink is still right.
+from that checkpoint. Only a *lost* partition (this worker missed its session timeout) can overlap
+with the new owner, for at most the time until this worker notices; the job then stops without
+checkpointing, and the overlap writes identical bytes at identical offsets (same source), so the
+sink is still right.
 """
 
 from __future__ import annotations
